@@ -1,0 +1,12 @@
+"""Subcommand modules of `sim-schema`; each exposes `register(subparsers)`.
+
+A handler receives the parsed arguments and returns the exit code.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import migrate
+
+COMMAND_MODULES: list[ModuleType] = [migrate]

