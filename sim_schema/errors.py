@@ -77,3 +77,36 @@ class IngestError(SimSchemaError):
         self.cause = cause
         self.rows = rows
         super().__init__(f"{table} batch {batch} ({len(rows)} rows) was not written: {cause}")
+
+
+class PartialMigrationFailed(MigrationFailed):
+    """A non-transactional migration failed part-way: its earlier statements stay applied.
+
+    It is not recorded, so the next run repeats it (its statements are written to be safe
+    to re-run); `invalid_indexes` lists indexes its failure left INVALID.
+    """
+
+    def __init__(
+        self, version: int, description: str, cause: BaseException, invalid_indexes: list[str]
+    ) -> None:
+        super().__init__(version, description, cause)
+        self.invalid_indexes = invalid_indexes
+        reason = " ".join(str(cause).split())
+        message = (
+            f"non-transactional migration {version} ({description}) failed and is not recorded;"
+            f" statements before the failure stay applied: {reason}"
+        )
+        if invalid_indexes:
+            message += (
+                f"; it left INVALID index(es) {', '.join(invalid_indexes)}:"
+                " rerun with --drop-invalid-indexes"
+            )
+        self.args = (message,)
+
+
+class AlreadyExists(SimSchemaError):
+    """A create met an existing row with the same key (experiment, simulation, event id)."""
+
+
+class ArchiveRefused(SimSchemaError):
+    """An archive's export is incomplete or unverified, so nothing was deleted."""

@@ -23,6 +23,7 @@ from .errors import ConfigurationError, MigrationDefinitionError
 DEFAULT_SCHEMA = "sim"
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_TIMEOUT = re.compile(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?")
 
 
 def validate_schema_name(schema: str) -> str:
@@ -33,6 +34,38 @@ def validate_schema_name(schema: str) -> str:
             "not starting with a digit or 'pg_'"
         )
     return schema
+
+
+def validate_timeout(name: str, value: str) -> str:
+    """A PostgreSQL duration such as '5s', '250ms', '30min' or '0' (no limit)."""
+    if not _TIMEOUT.fullmatch(value.strip()):
+        raise ConfigurationError(
+            f"invalid {name} {value!r}: use a PostgreSQL duration like 5s, 250ms, 30min or 0"
+        )
+    return value.strip()
+
+
+def _without_comments(statement: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?\*/", " ", statement, flags=re.S).strip()
+
+
+# Statements a non-transactional migration may contain only in their re-runnable form.
+_NEEDS_GUARD = [
+    (re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\b", re.I), "IF NOT EXISTS"),
+    (re.compile(r"DROP\s+INDEX\b", re.I), "IF EXISTS"),
+]
+
+
+def _check_rerunnable(version: int, statements: Sequence[str]) -> None:
+    """A failed non-transactional migration is repeated whole, so each step must be idempotent."""
+    for position, statement in enumerate(statements, start=1):
+        code = " ".join(_without_comments(statement).split())
+        for starts, guard in _NEEDS_GUARD:
+            if starts.match(code) and guard not in code.upper():
+                raise MigrationDefinitionError(
+                    f"non-transactional migration {version}, statement {position} "
+                    f"({code[:60]!r}...) must use {guard} so that a failed run can be repeated"
+                )
 
 
 class Migration(abc.ABC):
@@ -81,9 +114,17 @@ class SqlMigration(Migration):
         self._description = description
         self._sql_statements = list(sql_statements)
         self.transactional = transactional
+        if not transactional:
+            _check_rerunnable(version, self._sql_statements)
         self.schema = validate_schema_name(schema) if schema is not None else None
-        self.lock_timeout = lock_timeout
-        self.statement_timeout = statement_timeout
+        self.lock_timeout = (
+            validate_timeout("lock_timeout", lock_timeout) if lock_timeout is not None else None
+        )
+        self.statement_timeout = (
+            validate_timeout("statement_timeout", statement_timeout)
+            if statement_timeout is not None
+            else None
+        )
 
     def version(self) -> int:
         return self._version
@@ -219,8 +260,7 @@ def split_statements(text: str) -> list[str]:
 
 
 def _has_code(statement: str) -> bool:
-    without_comments = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.S)
-    return bool(without_comments.strip())
+    return bool(_without_comments(statement))
 
 
 def parse_migration_file(path: Path, text: str) -> SqlMigration:
@@ -268,10 +308,21 @@ def migrations_dir() -> Path:
 def load_migrations_from(directory: Path, schema: str | None = None) -> list[SqlMigration]:
     if not directory.is_dir():
         raise MigrationDefinitionError(f"migrations directory {directory} does not exist")
-    migrations = [
-        parse_migration_file(path, path.read_text(encoding="utf-8"))
-        for path in sorted(directory.glob("*.sql"))
-    ]
+    paths = sorted(directory.glob("*.sql"))
+    seen: dict[str, str] = {}
+    for path in paths:
+        number = path.name[:4]
+        if number in seen:
+            raise MigrationDefinitionError(
+                f"duplicate migration version {int(number)}: {seen[number]} and {path.name}"
+            )
+        seen[number] = path.name
+    migrations = []
+    for path in paths:
+        try:
+            migrations.append(parse_migration_file(path, path.read_text(encoding="utf-8")))
+        except ConfigurationError as exc:  # a bad timeout header
+            raise MigrationDefinitionError(f"{path.name}: {exc}") from None
     validate_sequence(migrations)
     return [m.bound_to(schema) for m in migrations] if schema is not None else migrations
 
@@ -282,10 +333,19 @@ def load_migrations(schema: str | None = DEFAULT_SCHEMA) -> list[SqlMigration]:
 
 
 def validate_sequence(migrations: Sequence[Migration]) -> None:
-    """The host runner's rule: list index == version, from 0."""
+    """The host runner's rule: list index == version, from 0; a duplicate or a gap is named."""
+    first_at: dict[int, int] = {}
+    for index, migration in enumerate(migrations):
+        version = migration.version()
+        if version in first_at:
+            raise MigrationDefinitionError(
+                f"duplicate migration version {version}: positions {first_at[version]} and "
+                f"{index} ({migration.description()})"
+            )
+        first_at[version] = index
     for index, migration in enumerate(migrations):
         if migration.version() != index:
             raise MigrationDefinitionError(
-                f"migration at position {index} has version {migration.version()}: "
-                "versions must be contiguous from 0 (duplicate or gap in migrations/)"
+                f"gap in migrations: version {index} is missing (position {index} holds "
+                f"version {migration.version()}); versions must be contiguous from 0"
             )

@@ -21,12 +21,22 @@ from psycopg import sql
 
 from .errors import (
     ConfigurationError,
+    ConnectionFailed,
     InvalidIndexError,
     LockTimeout,
+    MigrationError,
     MigrationFailed,
+    PartialMigrationFailed,
+    SimSchemaError,
     VerificationError,
 )
-from .migration import DEFAULT_SCHEMA, SqlMigration, validate_schema_name, validate_sequence
+from .migration import (
+    DEFAULT_SCHEMA,
+    SqlMigration,
+    validate_schema_name,
+    validate_sequence,
+    validate_timeout,
+)
 
 TRACKING_TABLE = "schema_migrations"
 DEFAULT_LOCK_WAIT = 60.0
@@ -39,6 +49,8 @@ _POLL_INTERVAL = 0.2
 class _Query:
     query: sql.SQL | sql.Composed
     params: tuple[Any, ...] = ()
+    # Clean-up (ROLLBACK, RESET, unlock) must not mask the error that made it necessary.
+    best_effort: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,11 @@ State = Literal["applied", "pending", "drifted", "unknown"]
 
 @dataclass(frozen=True)
 class MigrationState:
-    """A version as `status` reports it: code and database side by side."""
+    """A version as `status` reports it: code and database side by side.
+
+    `checksum` is the code's (None for an `unknown` version, which the code does not
+    have); `applied_checksum` is the one recorded when it was applied.
+    """
 
     version: int
     description: str
@@ -81,6 +97,8 @@ class MigrationState:
     applied_at: datetime | None = None
     duration_ms: float | None = None
     applied_by: str | None = None
+    checksum: str | None = None
+    applied_checksum: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,8 +106,10 @@ class MigrationState:
             "description": self.description,
             "state": self.state,
             "applied_at": self.applied_at.isoformat() if self.applied_at else None,
-            "duration_ms": self.duration_ms,
+            "duration_ms": None if self.duration_ms is None else round(self.duration_ms, 3),
             "applied_by": self.applied_by,
+            "checksum": self.checksum,
+            "applied_checksum": self.applied_checksum,
         }
 
 
@@ -118,11 +138,13 @@ class MigrationRunner:
         statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
     ) -> None:
         validate_sequence(migrations)
+        if lock_wait < 0:
+            raise ConfigurationError(f"lock_wait must be >= 0 seconds, got {lock_wait}")
         self.schema = validate_schema_name(schema)
         self.migrations = [m.bound_to(self.schema) for m in migrations]
         self.lock_wait = lock_wait
-        self.lock_timeout = lock_timeout
-        self.statement_timeout = statement_timeout
+        self.lock_timeout = validate_timeout("lock_timeout", lock_timeout)
+        self.statement_timeout = validate_timeout("statement_timeout", statement_timeout)
         self.lock_key = int.from_bytes(
             hashlib.sha256(f"sim_schema.migrate:{self.schema}".encode()).digest()[:8],
             "big",
@@ -223,25 +245,33 @@ class MigrationRunner:
 
     def _status(self) -> _Gen:
         applied = yield from self._read_applied()
+        by_version = {record.version: record for record in applied}
         states: list[MigrationState] = []
         for migration in self.migrations:
-            v = migration.version()
-            if v < len(applied):
-                record = applied[v]
-                drifted = record.checksum != migration.checksum or record.version != v
+            record = by_version.pop(migration.version(), None)
+            if record is None:
                 states.append(
                     MigrationState(
-                        v,
+                        migration.version(),
                         migration.description(),
-                        "drifted" if drifted else "applied",
-                        record.applied_at,
-                        record.duration_ms,
-                        record.applied_by,
+                        "pending",
+                        checksum=migration.checksum,
                     )
                 )
-            else:
-                states.append(MigrationState(v, migration.description(), "pending"))
-        for record in applied[len(self.migrations) :]:
+                continue
+            states.append(
+                MigrationState(
+                    record.version,
+                    migration.description(),
+                    "applied" if record.checksum == migration.checksum else "drifted",
+                    record.applied_at,
+                    record.duration_ms,
+                    record.applied_by,
+                    migration.checksum,
+                    record.checksum,
+                )
+            )
+        for record in by_version.values():
             states.append(
                 MigrationState(
                     record.version,
@@ -250,6 +280,8 @@ class MigrationRunner:
                     record.applied_at,
                     record.duration_ms,
                     record.applied_by,
+                    None,
+                    record.checksum,
                 )
             )
         return states
@@ -259,7 +291,7 @@ class MigrationRunner:
         self._verify(applied)
         return self._pending(applied, to)
 
-    def _invalid_indexes(self) -> _Gen:
+    def _invalid_indexes(self, *, best_effort: bool = False) -> _Gen:
         rows = yield _Query(
             sql.SQL(
                 "SELECT c.relname FROM pg_index i"
@@ -268,8 +300,9 @@ class MigrationRunner:
                 " WHERE n.nspname = %s AND NOT i.indisvalid ORDER BY 1"
             ),
             (self.schema,),
+            best_effort,
         )
-        return [row[0] for row in rows]
+        return [row[0] for row in rows or ()]
 
     def _acquire_lock(self) -> _Gen:
         started = time.monotonic()
@@ -301,8 +334,8 @@ class MigrationRunner:
         return _Query(
             sql.SQL(
                 "INSERT INTO {} (version, description, checksum, transactional, duration_ms,"
-                " applied_by) VALUES (%s, %s, %s, %s, %s,"
-                " current_user || ' (' || current_setting('application_name') || ')')"
+                " applied_by) VALUES (%s, %s, %s, %s, %s, current_user"
+                " || coalesce(' (' || nullif(current_setting('application_name'), '') || ')', ''))"
                 " RETURNING version, description, checksum, transactional, applied_at,"
                 " duration_ms, applied_by"
             ).format(self._tracking()),
@@ -316,6 +349,7 @@ class MigrationRunner:
         )
 
     def _apply(self, migration: SqlMigration) -> _Gen:
+        """One migration: its own transaction, or autocommit statements recorded after success."""
         started = time.monotonic()
         if migration.transactional:
             yield _Query(sql.SQL("BEGIN"))
@@ -325,18 +359,22 @@ class MigrationRunner:
                 rows = yield self._record(migration, started)
                 yield _Query(sql.SQL("COMMIT"))
             except psycopg.Error as exc:
-                yield _Query(sql.SQL("ROLLBACK"))
+                yield _Query(sql.SQL("ROLLBACK"), best_effort=True)
                 raise MigrationFailed(migration.version(), migration.description(), exc) from exc
-        else:
-            try:
-                yield self._set_timeouts(migration, is_local=False)
-                yield _Up(migration)
-            except psycopg.Error as exc:
-                raise MigrationFailed(migration.version(), migration.description(), exc) from exc
-            finally:
-                yield _Query(sql.SQL("RESET lock_timeout"))
-                yield _Query(sql.SQL("RESET statement_timeout"))
-            rows = yield self._record(migration, started)
+            return AppliedRecord(*rows[0])
+        try:
+            yield self._set_timeouts(migration, is_local=False)
+            yield _Up(migration)
+        except psycopg.Error as exc:
+            yield _Query(sql.SQL("RESET lock_timeout"), best_effort=True)
+            yield _Query(sql.SQL("RESET statement_timeout"), best_effort=True)
+            invalid = yield from self._invalid_indexes(best_effort=True)
+            raise PartialMigrationFailed(
+                migration.version(), migration.description(), exc, invalid
+            ) from exc
+        yield _Query(sql.SQL("RESET lock_timeout"))
+        yield _Query(sql.SQL("RESET statement_timeout"))
+        rows = yield self._record(migration, started)
         return AppliedRecord(*rows[0])
 
     def _migrate(self, to: int | None, drop_invalid_indexes: bool) -> _Gen:
@@ -372,6 +410,7 @@ class MigrationRunner:
                     "failed concurrent build; rerun with --drop-invalid-indexes to drop and rebuild"
                 )
             for name in invalid:
+                # The unrecorded migration that built it is still pending: it rebuilds it.
                 yield _Query(
                     sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
                         sql.Identifier(self.schema), sql.Identifier(name)
@@ -382,7 +421,10 @@ class MigrationRunner:
                 record = yield from self._apply(migration)
                 result.applied.append(record)
         finally:
-            yield _Query(sql.SQL("SELECT pg_advisory_unlock(%s)"), (self.lock_key,))
+            # Also released when the session ends, should this fail on a broken connection.
+            yield _Query(
+                sql.SQL("SELECT pg_advisory_unlock(%s)"), (self.lock_key,), best_effort=True
+            )
         return result
 
 
@@ -394,6 +436,28 @@ def _check_idle(status: psycopg.pq.TransactionStatus) -> None:
         )
 
 
+def _unexpected(exc: psycopg.Error) -> SimSchemaError:
+    """A database error the logic did not turn into a specific one (e.g. a lost connection)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return ConnectionFailed(f"connection lost during migration: {reason}")
+    return MigrationError(f"migration runner: {reason}")
+
+
+def _ignorable(op: _Op, exc: Exception) -> bool:
+    return isinstance(op, _Query) and op.best_effort and isinstance(exc, psycopg.Error)
+
+
+def _step(gen: _Gen, reply: Any, error: Exception | None) -> tuple[bool, Any]:
+    """Advance the logic: (True, next operation) or (False, its return value)."""
+    try:
+        return True, gen.throw(error) if error is not None else gen.send(reply)
+    except StopIteration as stop:
+        return False, stop.value
+    except psycopg.Error as exc:
+        raise _unexpected(exc) from exc
+
+
 def _drive(conn: psycopg.Connection[Any], gen: _Gen) -> Any:
     """Perform the generator's operations on a sync connection, in autocommit mode."""
     _check_idle(conn.info.transaction_status)
@@ -403,10 +467,9 @@ def _drive(conn: psycopg.Connection[Any], gen: _Gen) -> Any:
         reply: Any = None
         error: Exception | None = None
         while True:
-            try:
-                op = gen.throw(error) if error is not None else gen.send(reply)
-            except StopIteration as stop:
-                return stop.value
+            running, op = _step(gen, reply, error)
+            if not running:
+                return op
             reply, error = None, None
             try:
                 if isinstance(op, _Query):
@@ -417,7 +480,8 @@ def _drive(conn: psycopg.Connection[Any], gen: _Gen) -> Any:
                 else:
                     time.sleep(op.seconds)
             except Exception as exc:
-                error = exc
+                if not _ignorable(op, exc):
+                    error = exc
     finally:
         if not conn.closed:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -434,10 +498,9 @@ async def _drive_async(conn: psycopg.AsyncConnection[Any], gen: _Gen) -> Any:
         reply: Any = None
         error: Exception | None = None
         while True:
-            try:
-                op = gen.throw(error) if error is not None else gen.send(reply)
-            except StopIteration as stop:
-                return stop.value
+            running, op = _step(gen, reply, error)
+            if not running:
+                return op
             reply, error = None, None
             try:
                 if isinstance(op, _Query):
@@ -448,7 +511,8 @@ async def _drive_async(conn: psycopg.AsyncConnection[Any], gen: _Gen) -> Any:
                 else:
                     await asyncio.sleep(op.seconds)
             except Exception as exc:
-                error = exc
+                if not _ignorable(op, exc):
+                    error = exc
     finally:
         if not conn.closed:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

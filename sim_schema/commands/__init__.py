@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import migrate
+from . import admin, analyst, export, migrate
 
-COMMAND_MODULES: list[ModuleType] = [migrate]
+COMMAND_MODULES: list[ModuleType] = [migrate, export, admin, analyst]

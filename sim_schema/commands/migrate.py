@@ -8,16 +8,35 @@ from typing import Any
 
 from .. import cli
 from ..migration import load_migrations
-from ..runner import MigrationRunner
+from ..runner import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_LOCK_WAIT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    MigrationRunner,
+)
+from ..settings import Settings
 from ..store import connect
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("migrate", help="apply pending migrations (safe from many replicas)")
     p.add_argument("--to", type=int, help="stop at this version")
-    p.add_argument("--lock-wait", type=float, default=60.0, help="seconds to wait for the lock")
-    p.add_argument("--lock-timeout", default="5s", help="PostgreSQL lock_timeout per migration")
-    p.add_argument("--statement-timeout", default="30min", help="statement_timeout per migration")
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=DEFAULT_LOCK_WAIT,
+        help="seconds to wait for another migrator's lock (default %(default)g)",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        default=DEFAULT_LOCK_TIMEOUT,
+        help="PostgreSQL lock_timeout per migration (default %(default)s)",
+    )
+    p.add_argument(
+        "--statement-timeout",
+        default=DEFAULT_STATEMENT_TIMEOUT,
+        help="PostgreSQL statement_timeout per migration (default %(default)s)",
+    )
     p.add_argument(
         "--drop-invalid-indexes",
         action="store_true",
@@ -33,20 +52,21 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_plan)
 
 
-def _runner(args: argparse.Namespace) -> MigrationRunner:
+def _runner(args: argparse.Namespace) -> tuple[Settings, MigrationRunner]:
     settings = cli.settings_from(args)
-    return MigrationRunner(
+    runner = MigrationRunner(
         load_migrations(None),
         schema=settings.schema_name,
-        lock_wait=getattr(args, "lock_wait", 60.0),
-        lock_timeout=getattr(args, "lock_timeout", "5s"),
-        statement_timeout=getattr(args, "statement_timeout", "30min"),
+        lock_wait=getattr(args, "lock_wait", DEFAULT_LOCK_WAIT),
+        lock_timeout=getattr(args, "lock_timeout", DEFAULT_LOCK_TIMEOUT),
+        statement_timeout=getattr(args, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT),
     )
+    return settings, runner
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    runner = _runner(args)
-    with connect(cli.settings_from(args)) as conn:
+    settings, runner = _runner(args)
+    with connect(settings) as conn:
         result = runner.migrate(conn, args.to, drop_invalid_indexes=args.drop_invalid_indexes)
     if args.json:
         print(
@@ -75,8 +95,9 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    runner = _runner(args)
-    with connect(cli.settings_from(args)) as conn:
+    """Exit 5 when the database disagrees with the code (drifted or unknown versions)."""
+    settings, runner = _runner(args)
+    with connect(settings) as conn:
         states = runner.status(conn)
     if args.json:
         print(json.dumps({"schema": runner.schema, "migrations": [s.as_dict() for s in states]}))
@@ -89,8 +110,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    runner = _runner(args)
-    with connect(cli.settings_from(args)) as conn:
+    settings, runner = _runner(args)
+    with connect(settings) as conn:
         pending = runner.plan(conn, args.to)
     if args.json:
         print(
@@ -112,6 +133,7 @@ def run_plan(args: argparse.Namespace) -> int:
     elif not pending:
         print(f"-- schema {runner.schema}: nothing to apply")
     else:
+        print(f"-- schema {runner.schema}: statements run with search_path = {runner.schema}")
         for m in pending:
             kind = "" if m.transactional else " (non-transactional)"
             print(f"-- migration {m.version()}: {m.description()}{kind}")

@@ -1,0 +1,1 @@
+"""Ingest and query benchmarks for sim_schema (run with `python -m benchmarks.run`)."""

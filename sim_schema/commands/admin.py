@@ -1,0 +1,114 @@
+"""`sim-schema delete-simulation | delete-experiment | archive | grant-read-only`.
+
+Deleting needs `--yes`; without it the command prints what would be deleted and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import admin, cli
+from ..export import FORMATS
+from ..store import connect
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("delete-simulation", help="delete a simulation and all its rows")
+    p.add_argument("simulation")
+    p.add_argument("--yes", action="store_true", help="really delete (else: show what would go)")
+    p.set_defaults(handler=run_delete_simulation)
+
+    p = sub.add_parser("delete-experiment", help="delete an experiment and all its simulations")
+    p.add_argument("experiment")
+    p.add_argument("--yes", action="store_true", help="really delete (else: show what would go)")
+    p.set_defaults(handler=run_delete_experiment)
+
+    p = sub.add_parser(
+        "archive", help="export a simulation, verify the files, then delete it from the database"
+    )
+    p.add_argument("--simulation", required=True)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--format", choices=FORMATS, default="csv")
+    p.add_argument("--yes", action="store_true", help="really delete after a verified export")
+    p.set_defaults(handler=run_archive)
+
+    p = sub.add_parser(
+        "grant-read-only", help="grant a role SELECT on all tables and views, now and later"
+    )
+    p.add_argument("role")
+    p.set_defaults(handler=run_grant_read_only)
+
+
+def run_delete_simulation(args: argparse.Namespace) -> int:
+    with connect(cli.settings_from(args)) as conn:
+        if not args.yes:
+            admin.require_simulation(conn, args.simulation)
+            counts = admin.row_counts(conn, [args.simulation])
+            return _refuse(args, f"simulation {args.simulation!r}", counts)
+        counts = admin.delete_simulation(conn, args.simulation)
+    _report(args, f"deleted simulation {args.simulation!r}", counts)
+    return cli.EXIT_OK
+
+
+def run_delete_experiment(args: argparse.Namespace) -> int:
+    with connect(cli.settings_from(args)) as conn:
+        if not args.yes:
+            ids = admin.simulations_of(conn, args.experiment)
+            counts = {"experiments": 1, **admin.row_counts(conn, ids)}
+            return _refuse(args, f"experiment {args.experiment!r}", counts)
+        counts = admin.delete_experiment(conn, args.experiment)
+    _report(args, f"deleted experiment {args.experiment!r}", counts)
+    return cli.EXIT_OK
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    with connect(cli.settings_from(args)) as conn:
+        admin.require_simulation(conn, args.simulation)
+        if not args.yes:
+            counts = admin.row_counts(conn, [args.simulation])
+            return _refuse(
+                args, f"simulation {args.simulation!r} (after export to {args.out})", counts
+            )
+        result = admin.archive_simulation(conn, args.simulation, args.out, fmt=args.format)
+    _report(
+        args,
+        f"archived simulation {args.simulation!r} to {result.out_dir}, then deleted",
+        result.deleted,
+    )
+    return cli.EXIT_OK
+
+
+def run_grant_read_only(args: argparse.Namespace) -> int:
+    settings = cli.settings_from(args)
+    with connect(settings) as conn:
+        admin.grant_read_only(conn, args.role, settings.schema_name)
+    if args.json:
+        print(json.dumps({"role": args.role, "schema": settings.schema_name, "granted": True}))
+    else:
+        print(
+            f"role {args.role!r}: SELECT on every table and view of schema "
+            f"{settings.schema_name!r}, including ones created later"
+        )
+    return cli.EXIT_OK
+
+
+def _refuse(args: argparse.Namespace, what: str, counts: dict[str, int]) -> int:
+    _report(args, f"would delete {what}", counts, deleted=False)
+    print("sim-schema: nothing deleted: pass --yes to delete", file=sys.stderr)
+    return cli.EXIT_USAGE
+
+
+def _report(
+    args: argparse.Namespace, title: str, counts: dict[str, int], *, deleted: bool = True
+) -> None:
+    if args.json:
+        print(json.dumps({"deleted": deleted, "rows": counts}))
+        return
+    print(f"{title}:")
+    for table, n in counts.items():
+        if n:
+            print(f"  {table:22s} {n:>12,} rows")

@@ -1,0 +1,82 @@
+"""`sim-schema export | export-decisions`: streaming exports for analysts and training data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import cli
+from ..export import FORMATS, export, export_decisions, validate_format, validate_tables
+from ..store import connect
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "export", help="export simulations to CSV, JSONL or Parquet (one file per table)"
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--simulation", action="append", help="a simulation id (repeatable)")
+    which.add_argument("--experiment", help="every simulation of this experiment")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--format", choices=FORMATS, default="csv")
+    p.add_argument("--tables", help="comma-separated tables (default: every per-simulation table)")
+    p.add_argument("--from-step", type=int, help="first step (tables with a step column)")
+    p.add_argument("--to-step", type=int, help="last step (tables with a step column)")
+    p.set_defaults(handler=run_export)
+
+    p = sub.add_parser("export-decisions", help="agent decisions as JSONL training data")
+    p.add_argument("--out", type=Path, required=True, help="output file (.jsonl)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--simulation", action="append", help="a simulation id (repeatable)")
+    which.add_argument("--experiment", help="every simulation of this experiment")
+    p.add_argument("--agent", action="append", help="an agent id (repeatable)")
+    p.add_argument("--min-rating", type=float, help="only decisions rated at least this")
+    p.add_argument("--rated-only", action="store_true", help="only decisions with a rating")
+    p.set_defaults(handler=run_export_decisions)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    tables = validate_tables([t.strip() for t in args.tables.split(",")] if args.tables else None)
+    validate_format(args.format)
+    with connect(cli.settings_from(args)) as conn:
+        manifest = export(
+            conn,
+            args.out,
+            simulations=args.simulation,
+            experiment=args.experiment,
+            tables=tables,
+            fmt=args.format,
+            from_step=args.from_step,
+            to_step=args.to_step,
+        )
+    if args.json:
+        print(json.dumps(manifest.as_dict()))
+    else:
+        for table, rec in manifest.tables.items():
+            print(f"{table:22s} {rec.rows:>12,} rows {rec.bytes:>14,} bytes  {args.out / rec.file}")
+        print(f"manifest: {args.out / 'manifest.json'}")
+    return cli.EXIT_OK
+
+
+def run_export_decisions(args: argparse.Namespace) -> int:
+    with connect(cli.settings_from(args)) as conn:
+        rec = export_decisions(
+            conn,
+            args.out,
+            simulations=args.simulation,
+            experiment=args.experiment,
+            agents=args.agent,
+            min_rating=args.min_rating,
+            rated_only=args.rated_only,
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {"rows": rec.rows, "bytes": rec.bytes, "file": str(args.out), "sha256": rec.sha256}
+            )
+        )
+    else:
+        print(f"{rec.rows:,} decisions, {rec.bytes:,} bytes: {args.out}")
+    return cli.EXIT_OK

@@ -1,0 +1,438 @@
+"""Streaming export of simulations to CSV, JSONL or Parquet, and of agent decisions as
+training data (JSONL).
+
+Memory stays constant whatever the size: CSV is `COPY ... TO STDOUT` written chunk by
+chunk, JSONL and Parquet read a server-side cursor in batches. Every table of one export
+is read in one REPEATABLE READ READ ONLY transaction, so the files are one consistent
+snapshot even while simulations keep logging. Each file is written as `<name>.part` and
+renamed when complete, so a file with its final name is never a truncated one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import psycopg
+from psycopg import sql
+from psycopg.types.string import TextLoader
+
+from .errors import ConfigurationError, NotFound, SimSchemaError
+from .progress import Progress
+
+Format = Literal["csv", "jsonl", "parquet"]
+FORMATS: tuple[Format, ...] = ("csv", "jsonl", "parquet")
+EXTENSIONS: dict[Format, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
+
+# Every table that holds rows of one simulation, parents first. `True`: has a `step` column
+# (a step range applies to it); the others are exported whole for the selected simulations.
+TABLES: dict[str, bool] = {
+    "simulations": False,
+    "simulation_config": False,
+    "agents": False,
+    "agent_states": True,
+    "agent_actions": True,
+    "resource_states": True,
+    "simulation_steps": True,
+    "learning_experiences": True,
+    "health_incidents": True,
+    "interactions": True,
+    "environment_states": True,
+    "events": True,
+    "agent_decisions": True,
+    "ingest_batches": False,
+}
+
+DECISION_COLUMNS = (
+    "simulation_id", "agent_id", "event_id", "step", "decision_id", "prompt", "output",
+    "context", "action", "feedback", "rating", "reason", "processing_time",
+)  # fmt: skip
+
+MANIFEST = "manifest.json"
+_FETCH = 1000  # rows per server-side cursor round trip
+_ROW_GROUP = 65_536  # rows per Parquet row group (held in Arrow memory until written)
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One written file: what a manifest says about it."""
+
+    rows: int
+    bytes: int
+    file: str
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    """What an export wrote; saved as `manifest.json` next to the files."""
+
+    format: Format
+    simulations: list[str]
+    experiment: str | None
+    from_step: int | None
+    to_step: int | None
+    tables: dict[str, FileRecord] = field(default_factory=dict)
+    exported_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, out_dir: Path) -> Path:
+        path = out_dir / MANIFEST
+        path.write_text(json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, out_dir: Path) -> Manifest:
+        try:
+            data = json.loads((out_dir / MANIFEST).read_text())
+        except (OSError, ValueError) as exc:
+            raise NotFound(f"no readable {MANIFEST} in {out_dir}: {exc}") from None
+        tables = {name: FileRecord(**rec) for name, rec in data.pop("tables").items()}
+        return cls(tables=tables, **data)
+
+
+def validate_tables(names: Sequence[str] | None) -> list[str]:
+    """The tables to export, in dependency order; an unknown name lists the valid ones."""
+    if names is None:
+        return list(TABLES)
+    unknown = [n for n in names if n not in TABLES]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown table(s) {', '.join(map(repr, unknown))}; valid tables: {', '.join(TABLES)}"
+        )
+    return [t for t in TABLES if t in names]
+
+
+def validate_format(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    return fmt
+
+
+def export(
+    conn: psycopg.Connection[Any],
+    out_dir: str | Path,
+    *,
+    simulations: Sequence[str] | None = None,
+    experiment: str | None = None,
+    tables: Sequence[str] | None = None,
+    fmt: str = "csv",
+    from_step: int | None = None,
+    to_step: int | None = None,
+    progress: bool | None = None,
+) -> Manifest:
+    """Export the selected simulations' rows, one file per table, plus `manifest.json`.
+
+    `conn` must be an idle autocommit connection whose search path is the module schema
+    (what `store.connect` gives). `progress` None: a bar on stderr when it is a terminal.
+    """
+    form = validate_format(fmt)
+    selected = validate_tables(tables)
+    if form == "parquet":
+        _pyarrow()  # fail before touching the database
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _snapshot(conn):
+        ids = resolve_simulations(conn, simulations, experiment)
+        manifest = Manifest(form, ids, experiment, from_step, to_step)
+        for table in selected:
+            query, params = _select(table, ids, from_step, to_step)
+            total = _count(conn, query, params) if _wants_progress(progress) else None
+            with Progress(table, total, enabled=progress) as bar:
+                path = out / f"{table}.{EXTENSIONS[form]}"
+                manifest.tables[table] = _WRITERS[form](conn, query, params, path, bar)
+        manifest.exported_at = datetime.now(UTC).isoformat()
+    manifest.write(out)
+    return manifest
+
+
+def export_decisions(
+    conn: psycopg.Connection[Any],
+    out_file: str | Path,
+    *,
+    simulations: Sequence[str] | None = None,
+    experiment: str | None = None,
+    agents: Sequence[str] | None = None,
+    min_rating: float | None = None,
+    rated_only: bool = False,
+    progress: bool | None = None,
+) -> FileRecord:
+    """Agent decisions as training data, one JSON object per line (no row limit).
+
+    With neither `simulations` nor `experiment`, every simulation's decisions.
+    """
+    where: list[sql.Composable] = []
+    params: list[Any] = []
+    with _snapshot(conn):
+        if simulations is not None or experiment is not None:
+            where.append(sql.SQL("simulation_id = ANY(%s)"))
+            params.append(resolve_simulations(conn, simulations, experiment))
+        if agents:
+            where.append(sql.SQL("agent_id = ANY(%s)"))
+            params.append(list(agents))
+        if min_rating is not None:
+            where.append(sql.SQL("rating >= %s"))
+            params.append(min_rating)
+        if rated_only:
+            where.append(sql.SQL("rating IS NOT NULL"))
+        query = sql.SQL("SELECT {} FROM agent_decisions WHERE {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, DECISION_COLUMNS)),
+            sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
+        )
+        total = _count(conn, query, params) if _wants_progress(progress) else None
+        with Progress("agent_decisions", total, enabled=progress) as bar:
+            return _write_jsonl(conn, query, params, Path(out_file), bar)
+
+
+def resolve_simulations(
+    conn: psycopg.Connection[Any],
+    simulations: Sequence[str] | None,
+    experiment: str | None,
+) -> list[str]:
+    """The simulation ids selected by a list or an experiment; unknown ones are named."""
+    if (simulations is None) == (experiment is None):
+        raise ConfigurationError("give either simulations or an experiment, not both or neither")
+    if experiment is not None:
+        found = conn.execute(
+            "SELECT 1 FROM experiments WHERE experiment_id = %s", (experiment,)
+        ).fetchone()
+        if found is None:
+            raise NotFound(f"experiment {experiment!r} does not exist")
+        rows = conn.execute(
+            "SELECT simulation_id FROM simulations WHERE experiment_id = %s ORDER BY 1",
+            (experiment,),
+        ).fetchall()
+        return [r[0] for r in rows]
+    wanted = list(dict.fromkeys(cast(Sequence[str], simulations)))
+    if not wanted:
+        raise ConfigurationError("no simulation given")
+    rows = conn.execute(
+        "SELECT simulation_id FROM simulations WHERE simulation_id = ANY(%s)", (wanted,)
+    ).fetchall()
+    missing = sorted(set(wanted) - {r[0] for r in rows})
+    if missing:
+        raise NotFound(f"simulation(s) not found: {', '.join(map(repr, missing))}")
+    return wanted
+
+
+# --- reading back ----------------------------------------------------------------------
+
+
+def count_file_rows(path: Path, fmt: str) -> int:
+    """Rows in an exported file, read from the file itself (streaming)."""
+    form = validate_format(fmt)
+    if form == "parquet":
+        _, pq = _pyarrow()
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    if form == "jsonl":
+        with path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    with path.open(newline="", encoding="utf-8") as f:
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)  # minus the header
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- internals ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """One REPEATABLE READ READ ONLY transaction: every table seen at the same instant."""
+    if not conn.autocommit or conn.info.transaction_status != _IDLE:
+        raise SimSchemaError("export needs an idle autocommit connection (store.connect gives one)")
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def _select(
+    table: str, ids: list[str], from_step: int | None, to_step: int | None
+) -> tuple[sql.Composed, list[Any]]:
+    where: list[sql.Composable] = [sql.SQL("simulation_id = ANY(%s)")]
+    params: list[Any] = [ids]
+    if TABLES[table]:
+        if from_step is not None:
+            where.append(sql.SQL("step >= %s"))
+            params.append(from_step)
+        if to_step is not None:
+            where.append(sql.SQL("step <= %s"))
+            params.append(to_step)
+    query = sql.SQL("SELECT * FROM {} WHERE {}").format(
+        sql.Identifier(table), sql.SQL(" AND ").join(where)
+    )
+    return query, params
+
+
+def _wants_progress(progress: bool | None) -> bool:
+    return progress if progress is not None else Progress("").enabled
+
+
+def _count(conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any]) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS t").format(query), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+class _HashingFile:
+    """A binary file that hashes and counts what goes through it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.f.write(data)
+        self.digest.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+    # What pyarrow's PythonFile needs of a sink; `_output` closes the real file.
+    @property
+    def closed(self) -> bool:
+        return self.f.closed
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.flush()
+
+
+@contextmanager
+def _output(path: Path) -> Iterator[_HashingFile]:
+    """Write to `<path>.part`, rename on success, remove on failure."""
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("wb") as f:
+            yield _HashingFile(f)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _record(path: Path, rows: int, out: _HashingFile) -> FileRecord:
+    return FileRecord(rows, out.bytes, path.name, out.digest.hexdigest())
+
+
+def _write_csv(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any], path: Path, bar: Progress
+) -> FileRecord:
+    copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT CSV, HEADER)").format(query)
+    with _output(path) as out, conn.cursor() as cur:
+        with cur.copy(copy_sql, params) as copy:
+            for chunk in copy:  # the server sends one row per message (the header first)
+                out.write(chunk)
+                bar.advance(1)
+        bar.set(cur.rowcount)
+        return _record(path, cur.rowcount, out)
+
+
+def _write_jsonl(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any], path: Path, bar: Progress
+) -> FileRecord:
+    # PostgreSQL renders the JSON: jsonb nested, timestamps ISO 8601, NaN as a string.
+    as_json = sql.SQL("SELECT row_to_json(t)::text FROM ({}) AS t").format(query)
+    rows = 0
+    with _output(path) as out, conn.cursor(name="sim_schema_export") as cur:
+        cur.execute(as_json, params)
+        while batch := cur.fetchmany(_FETCH):
+            out.write(("\n".join(r[0] for r in batch) + "\n").encode())
+            rows += len(batch)
+            bar.advance(len(batch))
+        return _record(path, rows, out)
+
+
+def _write_parquet(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any], path: Path, bar: Progress
+) -> FileRecord:
+    pa, pq = _pyarrow()
+    rows = 0
+    with _output(path) as out, conn.cursor(name="sim_schema_export") as cur:
+        for oid_name in ("json", "jsonb", "uuid"):  # kept as text: JSON strings, uuid strings
+            cur.adapters.register_loader(oid_name, TextLoader)
+        cur.execute(query, params)
+        assert cur.description is not None  # a SELECT always has one
+        schema = pa.schema([(c.name, _arrow_type(pa, c.type_code)) for c in cur.description])
+        with pq.ParquetWriter(cast(IO[bytes], out), schema) as writer:
+            group: list[Any] = []
+            while batch := cur.fetchmany(_FETCH):
+                columns = list(zip(*batch, strict=True))
+                arrays = [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)]
+                group.append(pa.record_batch(arrays, schema=schema))
+                rows += len(batch)
+                bar.advance(len(batch))
+                if len(group) * _FETCH >= _ROW_GROUP:
+                    writer.write_table(pa.Table.from_batches(group, schema=schema))
+                    group = []
+            if group or rows == 0:
+                writer.write_table(pa.Table.from_batches(group, schema=schema))
+        return _record(path, rows, out)
+
+
+_WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}
+
+_ARROW_TYPES = {
+    16: "bool_", 21: "int16", 23: "int32", 20: "int64", 700: "float32", 701: "float64",
+    25: "string", 1043: "string", 114: "string", 3802: "string", 2950: "string",
+}  # fmt: skip
+
+
+def _arrow_type(pa: Any, oid: int) -> Any:
+    if oid in (1184, 1114):  # timestamptz, timestamp
+        return pa.timestamp("us", tz="UTC" if oid == 1184 else None)
+    if oid == 1009:  # text[]
+        return pa.list_(pa.string())
+    name = _ARROW_TYPES.get(oid)
+    if name is None:
+        raise SimSchemaError(f"Parquet export: no Arrow type for PostgreSQL type oid {oid}")
+    return getattr(pa, name)()
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow  # type: ignore[import-untyped]
+        import pyarrow.parquet  # type: ignore[import-untyped]
+    except ImportError:
+        raise ConfigurationError(
+            "Parquet export needs pyarrow: pip install 'sim_schema[parquet]'"
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "FORMATS",
+    "MANIFEST",
+    "TABLES",
+    "FileRecord",
+    "Manifest",
+    "count_file_rows",
+    "export",
+    "export_decisions",
+    "file_sha256",
+    "resolve_simulations",
+    "validate_format",
+    "validate_tables",
+]

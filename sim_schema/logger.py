@@ -1,0 +1,702 @@
+"""SimulationLogger: per-simulation buffers flushed by binary COPY, in the background.
+
+Guarantees (docs/ingest.md): a buffer is dropped only after its batch's transaction
+commits; a transient failure is retried and a replay never duplicates rows (the batch id
+is in the `ingest_batches` ledger, written in the same transaction); memory is bounded by
+`max_pending` rows (buffered + queued + in flight), `log_*` waits when it is reached; a
+permanent failure is raised on the next call, `flush()` or `close()` as `IngestError`
+holding the unwritten rows. One writer task per logger writes batches in order, so agents
+are always written before the rows that reference them.
+
+`SyncSimulationLogger` gives the same guarantees to synchronous code: the async logger runs
+in an event loop on a background thread, rows are handed over in small chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import psycopg
+
+from .copy import AGENT_DEPENDENT, SPECS, BulkWriter, Row, locate_row, validate
+from .errors import ConnectionFailed, IngestError, SimSchemaError, ValidationError
+from .ids import uuid7
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Done = TypeVar("_Done")
+_Id = TypeVar("_Id")
+_Ids = TypeVar("_Ids")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff (with jitter) for transient failures of one batch."""
+
+    attempts: int = 10
+    initial_delay: float = 0.1
+    max_delay: float = 5.0
+    timeout: float = 120.0  # give up on a batch after this many seconds of retrying
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """Connection lost, server restart or shutdown, serialization failure, deadlock,
+        lock or statement timeout (all psycopg.OperationalError), no pool connection."""
+        return isinstance(exc, psycopg.OperationalError | ConnectionFailed)
+
+
+@dataclass
+class _Batch:
+    table: str
+    number: int
+    batch_id: uuid.UUID
+    rows: list[Row]
+
+
+def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
+    names = SPECS[table].names
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+class _RowLogger(Generic[_Done, _Id, _Ids]):
+    """The `log_*` API of every high-volume table, built on `_put` / `_put_ids`.
+
+    Shared by the async logger (which returns awaitables) and the sync facade.
+    """
+
+    simulation_id: str
+
+    def _put(self, table: str, rows: list[Row]) -> _Done:
+        raise NotImplementedError
+
+    def _put_id(self, table: str, row: Row, value: uuid.UUID) -> _Id:
+        raise NotImplementedError
+
+    def _put_ids(self, table: str, rows: list[Row], values: list[uuid.UUID]) -> _Ids:
+        raise NotImplementedError
+
+    def log_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        """Rows of any bulk table as mappings of column name to value."""
+        spec = SPECS[table]
+        return self._put(table, [spec.row(self.simulation_id, r) for r in rows])
+
+    def log_agent(
+        self,
+        agent_id: str,
+        agent_type: str,
+        *,
+        name: str | None = None,
+        birth_step: int = 0,
+        death_step: int | None = None,
+        position_x: float | None = None,
+        position_y: float | None = None,
+        position_z: float | None = None,
+        initial_resources: float | None = None,
+        starting_health: float | None = None,
+        starvation_threshold: int | None = None,
+        genome_id: str | None = None,
+        generation: int = 0,
+        parent_ids: Sequence[str] = (),
+        profile: Any = None,
+        config: Any = None,
+    ) -> _Done:
+        """Register an agent; written before any batch of rows that reference it."""
+        row = (
+            self.simulation_id, agent_id, agent_type, name, birth_step, death_step,
+            position_x, position_y, position_z, initial_resources, starting_health,
+            starvation_threshold, genome_id, generation, list(parent_ids),
+            {} if profile is None else profile, {} if config is None else config,
+        )  # fmt: skip
+        return self._put("agents", [row])
+
+    def log_agents(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("agents", rows)
+
+    def log_agent_state(
+        self,
+        step: int,
+        agent_id: str,
+        *,
+        position_x: float | None = None,
+        position_y: float | None = None,
+        position_z: float | None = None,
+        resource_level: float | None = None,
+        health: float | None = None,
+        is_defending: bool = False,
+        total_reward: float | None = None,
+        age: int | None = None,
+        profile: Any = None,
+        memory: Any = None,
+        relationships: Any = None,
+        extras: Any = None,
+    ) -> _Done:
+        row = (
+            self.simulation_id, step, agent_id, position_x, position_y, position_z,
+            resource_level, health, is_defending, total_reward, age, profile, memory,
+            relationships, extras,
+        )  # fmt: skip
+        return self._put("agent_states", [row])
+
+    def log_agent_states(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("agent_states", rows)
+
+    def log_action(
+        self,
+        step: int,
+        agent_id: str,
+        action_type: str,
+        *,
+        action_target_id: str | None = None,
+        state_before_step: int | None = None,
+        state_after_step: int | None = None,
+        resources_before: float | None = None,
+        resources_after: float | None = None,
+        reward: float | None = None,
+        details: Any = None,
+    ) -> _Done:
+        row = (
+            self.simulation_id, step, agent_id, action_type, action_target_id,
+            state_before_step, state_after_step, resources_before, resources_after, reward,
+            details,
+        )  # fmt: skip
+        return self._put("agent_actions", [row])
+
+    def log_actions(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("agent_actions", rows)
+
+    def log_resource_state(
+        self,
+        step: int,
+        resource_id: int,
+        amount: float,
+        *,
+        position_x: float | None = None,
+        position_y: float | None = None,
+    ) -> _Done:
+        row = (self.simulation_id, step, resource_id, amount, position_x, position_y)
+        return self._put("resource_states", [row])
+
+    def log_resource_states(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("resource_states", rows)
+
+    def log_step(self, step: int, *, metrics: Any = None, **columns: Any) -> _Done:
+        """One `simulation_steps` row: the typed metric columns by name, the rest in `metrics`."""
+        return self.log_rows("simulation_steps", [{**columns, "step": step, "metrics": metrics}])
+
+    def log_steps(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("simulation_steps", rows)
+
+    def log_learning_experience(
+        self,
+        step: int,
+        agent_id: str,
+        module_type: str,
+        *,
+        module_id: str | None = None,
+        action_taken: int | None = None,
+        action_taken_mapped: str | None = None,
+        reward: float | None = None,
+        details: Any = None,
+    ) -> _Done:
+        row = (
+            self.simulation_id, step, agent_id, module_type, module_id, action_taken,
+            action_taken_mapped, reward, details,
+        )  # fmt: skip
+        return self._put("learning_experiences", [row])
+
+    def log_learning_experiences(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("learning_experiences", rows)
+
+    def log_health_incident(
+        self,
+        step: int,
+        agent_id: str,
+        cause: str,
+        *,
+        health_before: float | None = None,
+        health_after: float | None = None,
+        details: Any = None,
+    ) -> _Done:
+        row = (self.simulation_id, step, agent_id, health_before, health_after, cause, details)
+        return self._put("health_incidents", [row])
+
+    def log_health_incidents(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("health_incidents", rows)
+
+    def log_interaction(
+        self,
+        step: int,
+        source_type: str,
+        source_id: str,
+        target_type: str,
+        target_id: str,
+        interaction_type: str,
+        *,
+        action_type: str | None = None,
+        details: Any = None,
+    ) -> _Done:
+        row = (
+            self.simulation_id, step, source_type, source_id, target_type, target_id,
+            interaction_type, action_type, details,
+        )  # fmt: skip
+        return self._put("interactions", [row])
+
+    def log_interactions(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
+        return self.log_rows("interactions", rows)
+
+    def log_event(
+        self,
+        step: int,
+        event_type: str,
+        *,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        priority: int = 0,
+        payload: Any = None,
+        event_id: uuid.UUID | None = None,
+    ) -> _Id:
+        """Log an event; its id (time-ordered uuid7 unless given) is returned at once."""
+        event_id = event_id or uuid7()
+        row = (
+            self.simulation_id, event_id, step, event_type, source_type, source_id,
+            target_type, target_id, priority, {} if payload is None else payload,
+        )  # fmt: skip
+        return self._put_id("events", row, event_id)
+
+    def log_events(self, rows: Iterable[Mapping[str, Any]]) -> _Ids:
+        """Events as mappings; a missing `event_id` is generated. Their ids, in order."""
+        spec = SPECS["events"]
+        built = [spec.row(self.simulation_id, {"event_id": uuid7(), **r}) for r in rows]
+        return self._put_ids("events", built, [r[1] for r in built])
+
+
+class SimulationLogger(
+    _RowLogger[Awaitable[None], Awaitable[uuid.UUID], Awaitable[list[uuid.UUID]]]
+):
+    """Buffered, retried, idempotent ingest of one simulation's per-step rows.
+
+    >>> async with SimulationLogger(store, "sim-1") as logger:
+    ...     await logger.log_agent("a1", "prey")
+    ...     await logger.log_agent_state(0, "a1", health=1.0)
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        simulation_id: str,
+        *,
+        buffer_size: int = 1000,
+        flush_interval: float = 30.0,
+        max_pending: int | None = None,
+        retry: RetryPolicy | None = None,
+        writer: BulkWriter | None = None,
+    ) -> None:
+        if buffer_size < 1:
+            raise SimSchemaError(f"buffer_size must be >= 1, got {buffer_size}")
+        if flush_interval <= 0:
+            raise SimSchemaError(f"flush_interval must be > 0, got {flush_interval}")
+        max_pending = 10 * buffer_size if max_pending is None else max_pending
+        if max_pending < buffer_size:
+            raise SimSchemaError(
+                f"max_pending ({max_pending}) must be >= buffer_size ({buffer_size})"
+            )
+        self.store = store
+        self.simulation_id = simulation_id
+        self.buffer_size = buffer_size
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.retry = retry or RetryPolicy()
+        self._writer = writer or BulkWriter()
+        self._buffers: dict[str, list[Row]] = {t: [] for t in SPECS}
+        self._born: dict[str, float] = {}
+        self._queue: deque[_Batch] = deque()
+        self._pending = 0  # rows buffered + queued + being written
+        self._sealed = 0  # number of the last batch sealed
+        self._done = 0  # number of the last batch finished (written, skipped or failed)
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self.errors: list[IngestError] = []  # every permanent failure, in order
+        self._unreported: deque[IngestError] = deque()
+        self.rows_written = 0
+        self.batches_replayed = 0  # batches found already committed on a retry
+
+    @property
+    def pending(self) -> int:
+        """Rows accepted but not yet committed (or failed): what a crash now would lose."""
+        return self._pending
+
+    # -- producer side ---------------------------------------------------------------
+
+    def _put(self, table: str, rows: list[Row]) -> Awaitable[None]:
+        return self._add(table, rows)
+
+    def _put_id(self, table: str, row: Row, value: uuid.UUID) -> Awaitable[uuid.UUID]:
+        return self._add_returning(table, [row], value)
+
+    def _put_ids(
+        self, table: str, rows: list[Row], values: list[uuid.UUID]
+    ) -> Awaitable[list[uuid.UUID]]:
+        return self._add_returning(table, rows, values)
+
+    async def _add_returning(self, table: str, rows: list[Row], value: T) -> T:
+        await self._add(table, rows)
+        return value
+
+    async def _add(self, table: str, rows: list[Row], *, report: bool = True) -> None:
+        """Buffer rows (waiting for room); `report` raises a pending failure first."""
+        self._check_usable(report)
+        size = self.buffer_size
+        i, n = 0, len(rows)
+        while i < n:
+            buf = self._buffers[table]
+            take = min(size - len(buf), n - i)
+            if self._pending + take > self.max_pending:
+                await self._wait_for_room(take, report)
+                continue  # the buffer may have been sealed meanwhile
+            if not buf:
+                self._born[table] = time.monotonic()
+                self._start()
+            if take == 1:
+                buf.append(rows[i])
+            else:
+                buf.extend(rows[i : i + take])
+            self._pending += take
+            i += take
+            if len(buf) >= size:
+                self._seal(table)
+
+    async def add_many(self, tables: Mapping[str, list[Row]]) -> None:
+        """Rows of several tables, in the given table order (the sync facade's hand-over).
+
+        Every row is taken before a pending failure is raised: none of them is dropped.
+        """
+        for table, rows in tables.items():
+            await self._add(table, rows, report=False)
+        self._check_usable(True)
+
+    async def _wait_for_room(self, rows: int, report: bool) -> None:
+        """Back-pressure: seal what is buffered so the writer can drain, wait for progress."""
+        while self._pending + rows > self.max_pending:
+            self._seal_all()
+            self._raise_if_writer_died()
+            await self._progress.wait()
+        self._check_usable(report)
+
+    def _check_usable(self, report: bool) -> None:
+        if self._closed or self._closing:
+            raise SimSchemaError(f"the logger of simulation {self.simulation_id!r} is closed")
+        if report and self._unreported:
+            raise self._unreported.popleft()
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"sim_schema logger {self.simulation_id}"
+            )
+
+    def _seal(self, table: str) -> None:
+        if table in AGENT_DEPENDENT and self._buffers["agents"]:
+            self._seal("agents")  # foreign keys: agents go first
+        rows = self._buffers[table]
+        self._buffers[table] = []
+        self._born.pop(table, None)
+        self._sealed += 1
+        self._queue.append(_Batch(table, self._sealed, uuid.uuid4(), rows))
+        self._wakeup.set()
+
+    def _seal_all(self) -> None:
+        for table, buf in self._buffers.items():  # agents first (SPECS order)
+            if buf:
+                self._seal(table)
+
+    # -- writer side -----------------------------------------------------------------
+
+    def _seal_aged(self) -> float | None:
+        """Seal buffers older than flush_interval; seconds until the next one ages."""
+        now = time.monotonic()
+        for table, born in list(self._born.items()):
+            if now - born >= self.flush_interval and self._buffers[table]:
+                self._seal(table)
+        if not self._born:
+            return None
+        return max(0.0, min(self._born.values()) + self.flush_interval - now)
+
+    async def _run(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self._notify()  # wake waiters, whatever ended the task
+
+    async def _drain(self) -> None:
+        while True:
+            timeout = self._seal_aged()
+            if self._queue:
+                batch = self._queue[0]
+                await self._write(batch)
+                self._queue.popleft()
+                self._pending -= len(batch.rows)
+                self._done = batch.number
+                self._notify()
+                continue
+            if self._closing:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _notify(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def _write(self, batch: _Batch) -> None:
+        try:
+            ready = validate(batch.table, self.simulation_id, batch.rows)
+        except ValidationError as exc:
+            self._fail(batch, exc)
+            return
+        policy = self.retry
+        delay, started = policy.initial_delay, time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.store.connection() as conn:
+                    written = await self._writer.write(
+                        conn, batch.table, self.simulation_id, batch.batch_id, ready
+                    )
+            except Exception as exc:
+                elapsed = time.monotonic() - started
+                if (
+                    policy.is_transient(exc)
+                    and attempt < policy.attempts
+                    and elapsed + delay <= policy.timeout
+                ):
+                    log.warning(
+                        "simulation %s: %s batch %d attempt %d failed, retrying in %.2fs: %s",
+                        self.simulation_id, batch.table, batch.number, attempt, delay, exc,
+                    )  # fmt: skip
+                    await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
+                    delay = min(delay * 2, policy.max_delay)
+                    continue
+                located = (
+                    locate_row(batch.table, batch.rows, exc)
+                    if isinstance(exc, psycopg.Error)
+                    else None
+                )
+                self._fail(batch, located or exc)
+                return
+            if written:
+                self.rows_written += len(batch.rows)
+            else:
+                self.batches_replayed += 1
+                log.info(
+                    "simulation %s: %s batch %d was already committed (lost acknowledgement)",
+                    self.simulation_id, batch.table, batch.number,
+                )  # fmt: skip
+            return
+
+    def _fail(self, batch: _Batch, cause: BaseException) -> None:
+        error = IngestError(batch.table, batch.number, cause, _as_dicts(batch.table, batch.rows))
+        log.error("simulation %s: %s", self.simulation_id, error)
+        self.errors.append(error)
+        self._unreported.append(error)
+
+    def _raise_if_writer_died(self) -> None:
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            raise SimSchemaError(
+                f"the writer of simulation {self.simulation_id!r} stopped: {task.exception()!r}"
+            )
+
+    # -- flush and close -------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write everything logged so far; raise the first unreported permanent failure."""
+        self._seal_all()
+        target = self._sealed
+        while self._done < target:
+            self._raise_if_writer_died()
+            await self._progress.wait()
+        if self._unreported:
+            raise self._unreported.popleft()
+
+    async def close(self) -> None:
+        """Flush, stop the writer task; raise the first unreported failure (all in `errors`)."""
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closing = True
+            self._wakeup.set()
+            if self._task is not None:
+                await self._task  # writes whatever is still queued (if flush raised)
+            self._closed = True
+        if self._unreported:
+            raise self._unreported.popleft()
+
+    async def __aenter__(self) -> SimulationLogger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
+    """The logger for synchronous code: same `log_*` methods, blocking, same guarantees.
+
+    A background thread runs an event loop with its own `Store` and a `SimulationLogger`.
+    Rows are handed over in chunks of `handoff` rows (or when the oldest is
+    `flush_interval` old at the next call); the hand-over blocks while the async logger
+    applies back-pressure, and raises its permanent failures.
+
+    >>> with SyncSimulationLogger("sim-1", settings=Settings.from_env()) as log:
+    ...     for step in range(100):
+    ...         log.log_agent_state(step, "a1", health=1.0)
+    """
+
+    def __init__(
+        self,
+        simulation_id: str,
+        *,
+        settings: Settings | None = None,
+        buffer_size: int = 1000,
+        flush_interval: float = 30.0,
+        max_pending: int | None = None,
+        retry: RetryPolicy | None = None,
+        handoff: int = 100,
+    ) -> None:
+        self.simulation_id = simulation_id
+        self.flush_interval = flush_interval
+        self._handoff = max(1, min(handoff, buffer_size))
+        self._local: dict[str, list[Row]] = {}
+        self._local_rows = 0
+        self._local_born = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"sim_schema logger {simulation_id}", daemon=True
+        )
+        self._thread.start()
+        self.store = Store(settings)
+        self._closed = False
+        try:
+            self._call(self.store.open())
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.logger = SimulationLogger(
+            self.store,
+            simulation_id,
+            buffer_size=buffer_size,
+            flush_interval=flush_interval,
+            max_pending=max_pending,
+            retry=retry,
+        )
+
+    def _call(self, coro: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def call(self, fn: Callable[[Store], Awaitable[T]]) -> T:
+        """Run `fn(store)` in the logger's event loop, e.g. a repository call; its result."""
+        return self._call(fn(self.store))
+
+    def _put(self, table: str, rows: list[Row]) -> None:
+        if self._closed:
+            raise SimSchemaError(f"the logger of simulation {self.simulation_id!r} is closed")
+        if not self._local_rows:
+            self._local_born = time.monotonic()
+        self._local.setdefault(table, []).extend(rows)
+        self._local_rows += len(rows)
+        if (
+            self._local_rows >= self._handoff
+            or time.monotonic() - self._local_born >= self.flush_interval
+        ):
+            self._hand_over()
+
+    def _put_id(self, table: str, row: Row, value: uuid.UUID) -> uuid.UUID:
+        self._put(table, [row])
+        return value
+
+    def _put_ids(self, table: str, rows: list[Row], values: list[uuid.UUID]) -> list[uuid.UUID]:
+        self._put(table, rows)
+        return values
+
+    def _hand_over(self) -> None:
+        if not self._local_rows:
+            return
+        ordered = {t: self._local[t] for t in SPECS if t in self._local}  # agents first
+        self._local = {}
+        self._local_rows = 0
+        self._call(self.logger.add_many(ordered))
+
+    def flush(self) -> None:
+        """Write everything logged so far (blocks); raises like `SimulationLogger.flush`."""
+        self._hand_over()
+        self._call(self.logger.flush())
+
+    @property
+    def pending(self) -> int:
+        return self._local_rows + self.logger.pending
+
+    @property
+    def errors(self) -> list[IngestError]:
+        return self.logger.errors
+
+    def close(self) -> None:
+        """Flush, close the logger and its store, stop the thread."""
+        if self._closed:
+            return
+        try:
+            self._hand_over()
+        finally:
+            self._closed = True
+            try:
+                self._call(self.logger.close())
+            finally:
+                try:
+                    self._call(self.store.close())
+                finally:
+                    self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncSimulationLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

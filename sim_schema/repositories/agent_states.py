@@ -1,0 +1,87 @@
+"""Agent states and actions, one row at a time (bulk ingest goes through the COPY writer)."""
+
+from __future__ import annotations
+
+from ..errors import NotFound
+from ..models import AgentAction, AgentState
+from ._sql import Conn, insert_record, select_rows, upsert_clause
+
+_STATE_KEYS = ("simulation_id", "step", "agent_id")
+_STATE_UPSERT = upsert_clause(_STATE_KEYS, tuple(AgentState.model_fields))
+
+
+async def save_agent_state(conn: Conn, state: AgentState) -> AgentState:
+    """Write the agent's state at a step, replacing a stored one; `NotFound` if no agent."""
+    row = await insert_record(conn, state, AgentState, on_conflict=_STATE_UPSERT)
+    assert row is not None  # an upsert always returns its row
+    return row
+
+
+async def get_agent_state(conn: Conn, simulation_id: str, agent_id: str, step: int) -> AgentState:
+    """The agent's state at `step`; `NotFound` if none was stored."""
+    rows = await select_rows(
+        conn,
+        AgentState,
+        {"simulation_id": simulation_id, "step": step, "agent_id": agent_id},
+        order="step",
+    )
+    if not rows:
+        raise NotFound(
+            f"no state of agent {agent_id!r} at step {step} in simulation {simulation_id!r}"
+        )
+    return rows[0]
+
+
+async def list_agent_states(
+    conn: Conn,
+    simulation_id: str,
+    *,
+    step: int | None = None,
+    agent_id: str | None = None,
+    start_step: int | None = None,
+    end_step: int | None = None,
+) -> list[AgentState]:
+    """States by step then agent: a step's snapshot (`step`), an agent's history (`agent_id`),
+    optionally within steps [start_step, end_step]."""
+    return await select_rows(
+        conn,
+        AgentState,
+        {"simulation_id": simulation_id, "step": step, "agent_id": agent_id},
+        order="step, agent_id",
+        start_step=start_step,
+        end_step=end_step,
+    )
+
+
+async def record_agent_action(conn: Conn, action: AgentAction) -> AgentAction:
+    """Insert one action; the returned record carries its action_id."""
+    row = await insert_record(conn, action, AgentAction, generated="action_id")
+    assert row is not None  # a plain INSERT ... RETURNING returns its row
+    return row
+
+
+async def list_agent_actions(
+    conn: Conn,
+    simulation_id: str,
+    *,
+    agent_id: str | None = None,
+    step: int | None = None,
+    action_type: str | None = None,
+    start_step: int | None = None,
+    end_step: int | None = None,
+) -> list[AgentAction]:
+    """Actions in step order (then action_id), filtered by the arguments given."""
+    filters = {
+        "simulation_id": simulation_id,
+        "agent_id": agent_id,
+        "step": step,
+        "action_type": action_type,
+    }
+    return await select_rows(
+        conn,
+        AgentAction,
+        filters,
+        order="step, action_id",
+        start_step=start_step,
+        end_step=end_step,
+    )

@@ -1,0 +1,61 @@
+"""Environment state snapshots, one JSON document per simulation step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from ..errors import NotFound
+from ..models import EnvironmentState
+from ._sql import Conn, columns, fetch_one, json_value, select_rows
+
+
+async def save_environment_state(
+    conn: Conn, simulation_id: str, step: int, state: Any
+) -> EnvironmentState:
+    """Store the state of `step`, replacing a stored one; `NotFound` if no simulation."""
+    query = sql.SQL(
+        "INSERT INTO environment_states (simulation_id, step, state) VALUES (%s, %s, %s)"
+        " ON CONFLICT (simulation_id, step) DO UPDATE SET state = EXCLUDED.state,"
+        " created_at = now() RETURNING {}"
+    ).format(columns(EnvironmentState))
+    row = await fetch_one(conn, EnvironmentState, query, (simulation_id, step, json_value(state)))
+    assert row is not None  # an upsert always returns its row
+    return row
+
+
+async def get_environment_state(conn: Conn, simulation_id: str, step: int) -> EnvironmentState:
+    """The state stored for `step`; `NotFound` if none."""
+    rows = await select_rows(
+        conn, EnvironmentState, {"simulation_id": simulation_id, "step": step}, order="step"
+    )
+    if not rows:
+        raise NotFound(f"no environment state at step {step} in simulation {simulation_id!r}")
+    return rows[0]
+
+
+async def latest_environment_state(conn: Conn, simulation_id: str) -> EnvironmentState | None:
+    """The state of the highest stored step, or None if the simulation has none."""
+    query = sql.SQL(
+        "SELECT {} FROM environment_states WHERE simulation_id = %s ORDER BY step DESC LIMIT 1"
+    ).format(columns(EnvironmentState))
+    return await fetch_one(conn, EnvironmentState, query, (simulation_id,))
+
+
+async def list_environment_states(
+    conn: Conn,
+    simulation_id: str,
+    *,
+    start_step: int | None = None,
+    end_step: int | None = None,
+) -> list[EnvironmentState]:
+    """Stored states in step order, optionally within steps [start_step, end_step]."""
+    return await select_rows(
+        conn,
+        EnvironmentState,
+        {"simulation_id": simulation_id},
+        order="step",
+        start_step=start_step,
+        end_step=end_step,
+    )

@@ -1,0 +1,243 @@
+"""Experiments: create, read, list, merge-update, and the status lifecycle.
+
+Lifecycle (enforced by one conditional UPDATE, so concurrent callers cannot both win):
+``created -> running -> completed``; ``failed`` and ``aborted`` from ``created`` or
+``running`` (an experiment can fail while it is being set up). Terminal states are final.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from ..errors import AlreadyExists, LifecycleError, NotFound
+from ..models import Experiment, ExperimentStatus
+from ._sql import Conn, columns, fetch_one, json_value, select_rows
+
+_S = ExperimentStatus
+
+# Transition name -> (target status, statuses it may start from).
+TRANSITIONS: dict[str, tuple[ExperimentStatus, tuple[ExperimentStatus, ...]]] = {
+    "start": (_S.RUNNING, (_S.CREATED,)),
+    "complete": (_S.COMPLETED, (_S.RUNNING,)),
+    "fail": (_S.FAILED, (_S.CREATED, _S.RUNNING)),
+    "abort": (_S.ABORTED, (_S.CREATED, _S.RUNNING)),
+}
+
+
+# DO NOTHING on a taken id: RETURNING then yields no row, which the callers interpret.
+_INSERT = sql.SQL(
+    "INSERT INTO experiments (experiment_id, name, description, hypothesis, variables,"
+    " tags, metadata, folder_path) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (experiment_id) DO NOTHING RETURNING {}"
+).format(columns(Experiment))
+
+
+def _params(
+    experiment_id: str,
+    name: str,
+    description: str | None,
+    hypothesis: str | None,
+    variables: dict[str, Any] | None,
+    tags: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    folder_path: str | None,
+) -> tuple[Any, ...]:
+    return (
+        experiment_id,
+        name,
+        description,
+        hypothesis,
+        json_value(variables or {}),
+        json_value(tags or {}),
+        json_value(metadata or {}),
+        folder_path,
+    )
+
+
+async def create_experiment(
+    conn: Conn,
+    experiment_id: str,
+    name: str,
+    *,
+    description: str | None = None,
+    hypothesis: str | None = None,
+    variables: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    folder_path: str | None = None,
+) -> Experiment:
+    """A new experiment in status ``created``; `AlreadyExists` if the id is taken."""
+    params = _params(
+        experiment_id, name, description, hypothesis, variables, tags, metadata, folder_path
+    )
+    row = await fetch_one(conn, Experiment, _INSERT, params)
+    if row is None:
+        raise AlreadyExists(f"experiment {experiment_id!r} already exists")
+    return row
+
+
+async def get_or_create_experiment(
+    conn: Conn,
+    experiment_id: str,
+    name: str,
+    *,
+    description: str | None = None,
+    hypothesis: str | None = None,
+    variables: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    folder_path: str | None = None,
+) -> Experiment:
+    """The experiment with this id, created as given if missing (an existing one is unchanged)."""
+    params = _params(
+        experiment_id, name, description, hypothesis, variables, tags, metadata, folder_path
+    )
+    row = await fetch_one(conn, Experiment, _INSERT, params)
+    return row if row is not None else await get_experiment(conn, experiment_id)
+
+
+async def find_experiment(conn: Conn, experiment_id: str) -> Experiment | None:
+    """The experiment, or None if there is none with this id."""
+    query = sql.SQL("SELECT {} FROM experiments WHERE experiment_id = %s").format(
+        columns(Experiment)
+    )
+    return await fetch_one(conn, Experiment, query, (experiment_id,))
+
+
+async def get_experiment(conn: Conn, experiment_id: str) -> Experiment:
+    """The experiment; `NotFound` if there is none with this id."""
+    row = await find_experiment(conn, experiment_id)
+    if row is None:
+        raise NotFound(f"experiment {experiment_id!r} not found")
+    return row
+
+
+async def list_experiments(
+    conn: Conn, *, status: ExperimentStatus | str | None = None
+) -> list[Experiment]:
+    """All experiments, oldest first, optionally only those in `status`."""
+    filters = {"status": None if status is None else str(status)}
+    return await select_rows(conn, Experiment, filters, order="created_at, experiment_id")
+
+
+async def update_experiment(
+    conn: Conn,
+    experiment_id: str,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    hypothesis: str | None = None,
+    folder_path: str | None = None,
+    variables: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    results_summary: dict[str, Any] | None = None,
+) -> Experiment:
+    """Change the given fields; None leaves a field as it is.
+
+    Text fields are replaced. JSONB fields are merged: their top-level keys overwrite the
+    stored ones (PostgreSQL ``jsonb || jsonb``), other stored keys stay.
+    """
+    query = sql.SQL(
+        "UPDATE experiments SET"
+        " name = COALESCE(%(name)s, name),"
+        " description = COALESCE(%(description)s, description),"
+        " hypothesis = COALESCE(%(hypothesis)s, hypothesis),"
+        " folder_path = COALESCE(%(folder_path)s, folder_path),"
+        " variables = variables || COALESCE(%(variables)s::jsonb, '{{}}'),"
+        " tags = tags || COALESCE(%(tags)s::jsonb, '{{}}'),"
+        " metadata = metadata || COALESCE(%(metadata)s::jsonb, '{{}}'),"
+        " results_summary = results_summary || COALESCE(%(results_summary)s::jsonb, '{{}}'),"
+        " updated_at = now()"
+        " WHERE experiment_id = %(experiment_id)s RETURNING {}"
+    ).format(columns(Experiment))
+    params = {
+        "experiment_id": experiment_id,
+        "name": name,
+        "description": description,
+        "hypothesis": hypothesis,
+        "folder_path": folder_path,
+        "variables": json_value(variables),
+        "tags": json_value(tags),
+        "metadata": json_value(metadata),
+        "results_summary": json_value(results_summary),
+    }
+    row = await fetch_one(conn, Experiment, query, params)
+    if row is None:
+        raise NotFound(f"experiment {experiment_id!r} not found")
+    return row
+
+
+async def delete_experiment(conn: Conn, experiment_id: str) -> None:
+    """Delete the experiment and, by cascade, its simulations and all their data."""
+    cur = await conn.execute("DELETE FROM experiments WHERE experiment_id = %s", (experiment_id,))
+    if cur.rowcount == 0:
+        raise NotFound(f"experiment {experiment_id!r} not found")
+
+
+async def _transition(
+    conn: Conn,
+    experiment_id: str,
+    action: str,
+    results_summary: dict[str, Any] | None,
+) -> Experiment:
+    target, allowed = TRANSITIONS[action]
+    query = sql.SQL(
+        "UPDATE experiments SET status = %(target)s, updated_at = now(),"
+        " completed_at = CASE WHEN %(terminal)s THEN now() ELSE completed_at END,"
+        " results_summary = results_summary || COALESCE(%(results_summary)s::jsonb, '{{}}')"
+        " WHERE experiment_id = %(experiment_id)s AND status = ANY(%(allowed)s)"
+        " RETURNING {}"
+    ).format(columns(Experiment))
+    params = {
+        "target": str(target),
+        "terminal": target is not _S.RUNNING,
+        "results_summary": json_value(results_summary),
+        "experiment_id": experiment_id,
+        "allowed": [str(s) for s in allowed],
+    }
+    row = await fetch_one(conn, Experiment, query, params)
+    if row is not None:
+        return row
+    current = await find_experiment(conn, experiment_id)
+    if current is None:
+        raise NotFound(f"experiment {experiment_id!r} not found")
+    raise LifecycleError(
+        f"cannot {action} experiment {experiment_id!r}: it is {current.status.value!r}"
+        f" (allowed from {', '.join(repr(s.value) for s in allowed)})"
+    )
+
+
+async def start_experiment(conn: Conn, experiment_id: str) -> Experiment:
+    """``created -> running``."""
+    return await _transition(conn, experiment_id, "start", None)
+
+
+async def complete_experiment(
+    conn: Conn, experiment_id: str, *, results_summary: dict[str, Any] | None = None
+) -> Experiment:
+    """``running -> completed``; sets completed_at, merges `results_summary`."""
+    return await _transition(conn, experiment_id, "complete", results_summary)
+
+
+async def fail_experiment(
+    conn: Conn,
+    experiment_id: str,
+    *,
+    error: str | None = None,
+    results_summary: dict[str, Any] | None = None,
+) -> Experiment:
+    """``created|running -> failed``; `error` is merged into results_summary as ``"error"``."""
+    summary = dict(results_summary or {})
+    if error is not None:
+        summary["error"] = error
+    return await _transition(conn, experiment_id, "fail", summary or None)
+
+
+async def abort_experiment(
+    conn: Conn, experiment_id: str, *, results_summary: dict[str, Any] | None = None
+) -> Experiment:
+    """``created|running -> aborted``."""
+    return await _transition(conn, experiment_id, "abort", results_summary)

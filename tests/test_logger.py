@@ -1,0 +1,245 @@
+"""SimulationLogger: flush by size and age, back-pressure, permanent failures, concurrency,
+every table through the logger, and the synchronous facade."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from sim_schema.errors import IngestError, ValidationError
+from sim_schema.logger import SimulationLogger, SyncSimulationLogger
+from sim_schema.settings import Settings
+from sim_schema.store import Store
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[Store]:
+    async with Store(Settings(dsn=dsn, pool_max_size=12)) as s:
+        yield s
+
+
+async def new_sim(aconn: psycopg.AsyncConnection[Any], simulation_id: str, agents: int = 0) -> None:
+    await aconn.execute("INSERT INTO simulations (simulation_id) VALUES (%s)", (simulation_id,))
+    await aconn.execute(
+        "INSERT INTO agents (simulation_id, agent_id, agent_type)"
+        " SELECT %s, 'a' || i, 'prey' FROM generate_series(0, %s - 1) i",
+        (simulation_id, agents),
+    )
+
+
+async def count(aconn: psycopg.AsyncConnection[Any], table: str, simulation_id: str) -> int:
+    cur = await aconn.execute(
+        f"SELECT count(*) FROM {table} WHERE simulation_id = %s",  # noqa: S608 (fixed names)
+        (simulation_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def until(check: Callable[[], Awaitable[bool]], limit: float = 20.0) -> None:
+    """Poll a condition (not a timing assertion: the limit only stops a hung test)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not await check():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_flush_by_size(store: Store, aconn: psycopg.AsyncConnection[Any]) -> None:
+    await new_sim(aconn, "s", agents=1)
+    logger = SimulationLogger(store, "s", buffer_size=10, flush_interval=3600)
+    for step in range(25):
+        await logger.log_agent_state(step, "a0", health=float(step))
+    await until(lambda: _equals(count(aconn, "agent_states", "s"), 20))
+    assert logger.pending == 5
+    await logger.close()
+    assert await count(aconn, "agent_states", "s") == 25
+    cur = await aconn.execute("SELECT row_count FROM ingest_batches ORDER BY committed_at")
+    assert [r[0] for r in await cur.fetchall()] == [10, 10, 5]
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_flush_by_age(store: Store, aconn: psycopg.AsyncConnection[Any]) -> None:
+    await new_sim(aconn, "s", agents=1)
+    logger = SimulationLogger(store, "s", buffer_size=1000, flush_interval=0.2)
+    for step in range(5):
+        await logger.log_agent_state(step, "a0")
+    await until(lambda: _equals(count(aconn, "agent_states", "s"), 5))
+    assert logger.pending == 0
+    await logger.close()
+
+
+async def test_back_pressure_bounds_memory(
+    store: Store, aconn: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    await new_sim(aconn, "s", agents=1)
+    logger = SimulationLogger(store, "s", buffer_size=10, max_pending=30, flush_interval=3600)
+    logged = 0
+    highest = 0
+
+    async def produce() -> None:
+        nonlocal logged, highest
+        for step in range(300):
+            await logger.log_agent_state(step, "a0")
+            logged += 1
+            highest = max(highest, logger.pending)
+
+    async with await psycopg.AsyncConnection.connect(dsn, options="-c search_path=sim") as locker:
+        await locker.execute("LOCK TABLE agent_states IN SHARE MODE")  # COPY now waits
+        producer = asyncio.create_task(produce())
+        await until(lambda: _waiting_copy(aconn))
+        await until(lambda: _true(logger.pending == 30))
+        await asyncio.sleep(0.3)  # the producer had every chance to run ahead: it must not
+        assert not producer.done()
+        assert logged <= 30
+        await locker.rollback()
+    await producer
+    await logger.close()
+    assert highest <= 30
+    assert await count(aconn, "agent_states", "s") == 300
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _waiting_copy(aconn: psycopg.AsyncConnection[Any]) -> bool:
+    cur = await aconn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query LIKE 'COPY%%agent_states%%'"
+    )
+    row = await cur.fetchone()
+    return row is not None and row[0] > 0
+
+
+async def test_unknown_agent_is_reported_with_row_and_rows_kept(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    await new_sim(aconn, "s", agents=2)
+    logger = SimulationLogger(store, "s", buffer_size=10, flush_interval=3600)
+    for i in range(10):
+        await logger.log_agent_state(i, "ghost" if i == 7 else "a1", age=i)
+    await until(lambda: _true(bool(logger.errors)))
+    with pytest.raises(IngestError) as info:  # surfaces on the next log call
+        await logger.log_agent_state(11, "a1")
+    error = info.value
+    assert (error.table, error.batch) == ("agent_states", 1)
+    assert isinstance(error.cause, ValidationError)
+    assert (error.cause.row, error.cause.field) == (7, "agent_id")
+    assert "agents" in error.cause.reason
+    assert error.rows[7] == {**error.rows[7], "agent_id": "ghost", "step": 7}
+    await logger.log_agent_state(12, "a1")  # the failure was reported: logging goes on
+    await logger.close()
+    assert await count(aconn, "agent_states", "s") == 1
+
+
+async def test_validation_failure_is_an_ingest_error(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    await new_sim(aconn, "s", agents=1)
+    logger = SimulationLogger(store, "s", buffer_size=100, flush_interval=3600)
+    await logger.log_agent_states([{"step": i, "agent_id": "a0"} for i in range(4)])
+    await logger.log_agent_state(4, "a0", memory={"bad": float("nan")})
+    await logger.log_action(0, "a0", "move")
+    with pytest.raises(IngestError) as info:
+        await logger.close()
+    assert isinstance(info.value.cause, ValidationError)
+    assert (info.value.cause.row, info.value.cause.field) == (4, "memory")
+    assert len(info.value.rows) == 5
+    assert await count(aconn, "agent_states", "s") == 0
+    assert await count(aconn, "agent_actions", "s") == 1  # other batches are still written
+
+
+async def test_every_table_through_the_logger(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    await aconn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    async with SimulationLogger(store, "s", buffer_size=3) as logger:
+        await logger.log_agents([{"agent_id": f"a{i}", "agent_type": "prey"} for i in range(4)])
+        await logger.log_agent("a9", "predator", parent_ids=["a0"], profile={"bio": "😀"})
+        for step in range(4):
+            await logger.log_agent_state(step, "a9", health=1.0, profile={"mood": "ok"})
+            await logger.log_action(step, "a9", "eat", reward=0.5, details={"food": step})
+            await logger.log_resource_state(step, 1, 10.0 - step)
+            await logger.log_step(step, total_agents=5, births=0, metrics={"x": step})
+            await logger.log_learning_experience(step, "a9", "dqn", reward=0.1)
+            await logger.log_health_incident(step, "a9", "hunger", health_before=1.0)
+            await logger.log_interaction(step, "agent", "a9", "agent", "a0", "attack")
+        event_id = await logger.log_event(0, "birth", source_id="a9", payload={"n": 1})
+        ids = await logger.log_events([{"step": 1, "event_type": "death"}])
+    expected = {
+        "agents": 5, "agent_states": 4, "agent_actions": 4, "resource_states": 4,
+        "simulation_steps": 4, "learning_experiences": 4, "health_incidents": 4,
+        "interactions": 4, "events": 2,
+    }  # fmt: skip
+    assert {t: await count(aconn, t, "s") for t in expected} == expected
+    cur = await aconn.execute("SELECT event_id, event_type FROM events ORDER BY step")
+    assert await cur.fetchall() == [(event_id, "birth"), (ids[0], "death")]
+    assert event_id.version == 7
+
+
+async def test_eight_simulations_log_concurrently(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    sims = [f"sim-{i}" for i in range(8)]
+    for sim in sims:
+        await new_sim(aconn, sim, agents=20)
+
+    async def run(sim: str) -> None:
+        async with SimulationLogger(store, sim, buffer_size=200) as logger:
+            for step in range(50):
+                for a in range(20):
+                    await logger.log_agent_state(step, f"a{a}", health=step / 7, extras={"s": sim})
+
+    await asyncio.gather(*(run(sim) for sim in sims))
+    for sim in sims:
+        cur = await aconn.execute(
+            "SELECT step, agent_id, health, extras FROM agent_states WHERE simulation_id = %s"
+            " ORDER BY step, agent_id",
+            (sim,),
+        )
+        expected = sorted(
+            ((step, f"a{a}", step / 7, {"s": sim}) for step in range(50) for a in range(20)),
+            key=lambda r: (r[0], r[1]),
+        )
+        assert await cur.fetchall() == expected
+
+
+def test_sync_logger(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    settings = Settings(dsn=dsn)
+    with SyncSimulationLogger("s", settings=settings, buffer_size=50, handoff=7) as log:
+        for a in range(10):
+            log.log_agent(f"a{a}", "prey")
+        event_ids = []
+        for step in range(100):
+            for a in range(10):
+                log.log_agent_state(step, f"a{a}", health=1.0)
+            event_ids.append(log.log_event(step, "tick"))
+        log.flush()
+        assert conn.execute("SELECT count(*) FROM agent_states").fetchone() == (1000,)
+        log.log_action(100, "a0", "rest")
+        assert log.pending == 1
+    assert log.pending == 0
+    assert conn.execute("SELECT count(*) FROM agent_actions").fetchone() == (1,)
+    got = conn.execute("SELECT event_id FROM events ORDER BY step").fetchall()
+    assert [r[0] for r in got] == event_ids
+
+
+def test_sync_logger_surfaces_permanent_failure(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    log = SyncSimulationLogger("s", settings=Settings(dsn=dsn), buffer_size=5)
+    for step in range(5):
+        log.log_agent_state(step, "nobody")
+    with pytest.raises(IngestError) as info:
+        log.close()
+    assert info.value.table == "agent_states" and len(info.value.rows) == 5
+    assert conn.execute("SELECT count(*) FROM agent_states").fetchone() == (0,)

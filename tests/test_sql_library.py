@@ -1,0 +1,276 @@
+"""Every file of `sql/` runs against seeded data; its rows are compared with answers
+computed independently in Python from the same seed."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import psycopg
+import pytest
+from seed import EXPERIMENT, Seed, insert, make_seed
+
+from sim_schema import sqllib
+from sim_schema.errors import ConfigurationError
+
+SIM = "sim_c"
+AGENT = "sim_c_a001"
+Rows = list[tuple[Any, ...]]
+
+
+def approx_rows(rows: Rows) -> list[Any]:
+    return [tuple(pytest.approx(v) if isinstance(v, float) else v for v in r) for r in rows]
+
+
+def _agents(s: Seed) -> dict[str, Row]:
+    return {a["agent_id"]: a for a in s.rows("agents", SIM)}
+
+
+Row = dict[str, Any]
+
+
+def agent_history(s: Seed) -> Rows:
+    return sorted(
+        (r["step"], r["position_x"], r["position_y"], r["resource_level"], r["health"],
+         r["total_reward"], r["age"])
+        for r in s.rows("agent_states", SIM) if r["agent_id"] == AGENT
+    )
+
+
+def step_snapshot(s: Seed) -> Rows:
+    types = _agents(s)
+    return sorted(
+        (r["agent_id"], types[r["agent_id"]]["agent_type"], r["position_x"], r["position_y"],
+         r["resource_level"], r["health"])
+        for r in s.rows("agent_states", SIM) if r["step"] == 12
+    )
+
+
+def agent_actions(s: Seed) -> Rows:
+    return [
+        (r["step"], r["action_type"], None, r["resources_before"], r["resources_after"],
+         r["reward"])
+        for r in s.rows("agent_actions", SIM) if r["agent_id"] == AGENT and 5 <= r["step"] <= 20
+    ]
+
+
+def action_statistics(s: Seed) -> Rows:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in s.rows("agent_actions", SIM):
+        groups[r["action_type"]].append(r)
+    out = [
+        (t, len(g), len({r["agent_id"] for r in g}), mean(r["reward"] for r in g),
+         sum(r["reward"] for r in g),
+         mean(r["resources_after"] - r["resources_before"] for r in g))
+        for t, g in groups.items()
+    ]
+    return sorted(out, key=lambda r: (-r[1], r[0]))
+
+
+def population_by_type(s: Seed) -> Rows:
+    types = _agents(s)
+    groups: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for r in s.rows("agent_states", SIM):
+        groups[(r["step"], types[r["agent_id"]]["agent_type"])].append(r["health"])
+    return [(k[0], k[1], len(v), mean(v)) for k, v in sorted(groups.items())]
+
+
+def population_dynamics(s: Seed) -> Rows:
+    alive = Counter(r["step"] for r in s.rows("agent_states", SIM))
+    births = Counter(a["birth_step"] for a in s.rows("agents", SIM) if a["birth_step"] > 0)
+    deaths = Counter(a["death_step"] for a in s.rows("agents", SIM) if a["death_step"] is not None)
+    steps = sorted(alive.keys() | births.keys() | deaths.keys())
+    return [(t, alive[t], births[t], deaths[t], births[t] - deaths[t]) for t in steps]
+
+
+def agent_lifespans(s: Seed) -> Rows:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for a in s.rows("agents", SIM):
+        groups[a["agent_type"]].append(a)
+    out = []
+    for t, g in sorted(groups.items()):
+        spans = [a["death_step"] - a["birth_step"] for a in g if a["death_step"] is not None]
+        out.append((t, len(g), len(spans), mean(spans) if spans else None,
+                    max(spans) if spans else None))
+    return out
+
+
+def _resources(s: Seed) -> dict[int, list[float]]:
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for r in s.rows("resource_states", SIM):
+        by_step[r["step"]].append(r["amount"])
+    return by_step
+
+
+def resource_totals(s: Seed) -> Rows:
+    return [(t, sum(v), len(v)) for t, v in sorted(_resources(s).items())]
+
+
+def resource_efficiency(s: Seed) -> Rows:
+    env = _resources(s)
+    held: dict[int, list[float]] = defaultdict(list)
+    for r in s.rows("agent_states", SIM):
+        held[r["step"]].append(r["resource_level"])
+    return [
+        (t, len(v), sum(v), sum(env[t]), sum(v) / len(v), sum(v) / sum(env[t]))
+        for t, v in sorted(held.items())
+    ]
+
+
+def learning_progress(s: Seed) -> Rows:
+    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in s.rows("learning_experiences", SIM):
+        groups[(r["module_type"], r["step"] // 7 * 7)].append(r["reward"])
+    return [(k[0], k[1], len(v), mean(v)) for k, v in sorted(groups.items())]
+
+
+def health_by_cause(s: Seed) -> Rows:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in s.rows("health_incidents", SIM):
+        groups[r["cause"]].append(r)
+    out = [
+        (c, len(g), len({r["agent_id"] for r in g}),
+         mean(r["health_after"] - r["health_before"] for r in g))
+        for c, g in groups.items()
+    ]
+    return sorted(out, key=lambda r: (-r[1], r[0]))
+
+
+def decision_statistics(s: Seed) -> Rows:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in s.rows("agent_decisions", SIM):
+        groups[r["agent_id"]].append(r)
+    out = []
+    for agent, g in sorted(groups.items()):
+        rated = [r["rating"] for r in g if r["rating"] is not None]
+        out.append((agent, len(g), mean(r["processing_time"] for r in g), len(rated),
+                    mean(rated) if rated else None))
+    return out
+
+
+def environment_latest(s: Seed) -> Rows:
+    last = max(s.rows("environment_states", SIM), key=lambda r: r["step"])
+    return [(last["step"], last["state"])]
+
+
+def _experiment_sims(s: Seed) -> list[Row]:
+    return [r for r in s.rows("simulations") if r["experiment_id"] == EXPERIMENT]
+
+
+def compare_simulations(s: Seed) -> Rows:
+    sims = {r["simulation_id"] for r in _experiment_sims(s)}
+    return sorted(
+        (r["simulation_id"], r["step"], r["total_agents"], r["total_resources"],
+         r["average_agent_health"], r["average_reward"])
+        for r in s.rows("simulation_steps") if r["simulation_id"] in sims
+    )
+
+
+def _final(s: Seed, sim: str) -> Row:
+    return max(s.rows("simulation_steps", sim), key=lambda r: r["step"])
+
+
+def experiment_final_summary(s: Seed) -> Rows:
+    out = []
+    for sim in sorted(_experiment_sims(s), key=lambda r: r["simulation_id"]):
+        sid = sim["simulation_id"]
+        agents = s.rows("agents", sid)
+        f = _final(s, sid)
+        out.append((sid, sim["status"], sim["parameters"], len(agents),
+                    sum(1 for a in agents if a["birth_step"] > 0),
+                    sum(1 for a in agents if a["death_step"] is not None), f["step"],
+                    f["total_agents"], f["total_resources"], f["average_agent_health"],
+                    f["average_reward"]))
+    return out
+
+
+def parameter_sweep(s: Seed) -> Rows:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for sim in _experiment_sims(s):
+        groups[str(sim["parameters"]["food"])].append(_final(s, sim["simulation_id"]))
+    return [
+        (v, len(g), mean(f["total_agents"] for f in g), mean(f["total_resources"] for f in g),
+         mean(f["average_reward"] for f in g))
+        for v, g in sorted(groups.items())
+    ]
+
+
+def training_examples(s: Seed) -> Rows:
+    events = {r["event_id"]: r for r in s.rows("events", SIM)}
+    rows = [r for r in s.rows("agent_decisions", SIM)
+            if r["rating"] is not None and r["rating"] >= 3]
+    rows.sort(key=lambda r: (-r["rating"], r["step"], r["decision_id"]))
+    return [
+        (r["decision_id"], r["event_id"], events[r["event_id"]]["event_type"], r["agent_id"],
+         r["step"], r["prompt"], r["output"], r["context"], r["action"], r["feedback"],
+         r["rating"], r["reason"])
+        for r in rows
+    ]
+
+
+CASES: dict[str, tuple[dict[str, Any], Callable[[Seed], Rows]]] = {
+    "agent_history": ({"simulation_id": SIM, "agent_id": AGENT}, agent_history),
+    "step_snapshot": ({"simulation_id": SIM, "step": 12}, step_snapshot),
+    "agent_actions": ({"simulation_id": SIM, "agent_id": AGENT, "start_step": 5,
+                       "end_step": 20}, agent_actions),
+    "action_statistics": ({"simulation_id": SIM}, action_statistics),
+    "population_by_type": ({"simulation_id": SIM}, population_by_type),
+    "population_dynamics": ({"simulation_id": SIM}, population_dynamics),
+    "agent_lifespans": ({"simulation_id": SIM}, agent_lifespans),
+    "resource_totals": ({"simulation_id": SIM}, resource_totals),
+    "resource_efficiency": ({"simulation_id": SIM}, resource_efficiency),
+    "learning_progress": ({"simulation_id": SIM, "bucket_size": 7}, learning_progress),
+    "health_by_cause": ({"simulation_id": SIM}, health_by_cause),
+    "decision_statistics": ({"simulation_id": SIM}, decision_statistics),
+    "environment_latest": ({"simulation_id": SIM}, environment_latest),
+    "compare_simulations": ({"experiment_id": EXPERIMENT}, compare_simulations),
+    "experiment_final_summary": ({"experiment_id": EXPERIMENT}, experiment_final_summary),
+    "parameter_sweep": ({"experiment_id": EXPERIMENT, "parameter": "food"}, parameter_sweep),
+    "training_examples": ({"simulation_id": SIM, "min_rating": 3}, training_examples),
+}
+
+
+@pytest.fixture(scope="module")
+def seed() -> Seed:
+    return make_seed()
+
+
+def test_every_library_file_has_a_checked_case() -> None:
+    assert set(sqllib.load_library()) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_library_query_matches_python(
+    name: str, seed: Seed, conn: psycopg.Connection[Any]
+) -> None:
+    insert(conn, seed)
+    params, expected = CASES[name]
+    want = expected(seed)
+    assert want, f"seed gives {name} nothing to check"
+    columns, rows = sqllib.run_query(conn, name, params)
+    assert len(columns) == len(want[0])
+    assert [tuple(r) for r in rows] == approx_rows(want)
+
+
+def test_headers_document_parameters_and_results() -> None:
+    for query in sqllib.load_library().values():
+        assert "Answers:" in query.header and "Returns:" in query.header, query.name
+        assert set(query.parameters) == set(CASES[query.name][0]), query.name
+
+
+def test_bind_names_missing_and_unknown_parameters() -> None:
+    query = sqllib.get_query("agent_history")
+    with pytest.raises(ConfigurationError, match="missing agent_id; unknown step"):
+        query.bind({"simulation_id": "x", "step": 1})
+    with pytest.raises(ConfigurationError, match="valid: action_statistics"):
+        sqllib.get_query("nope")
+
+
+def test_header_must_match_placeholders(tmp_path: Path) -> None:
+    path = tmp_path / "bad.sql"
+    path.write_text("-- Bad.\n-- Parameters: %(a)s\nSELECT %(b)s::int\n")
+    with pytest.raises(ConfigurationError, match=r"bad\.sql"):
+        sqllib.load_library(tmp_path)
