@@ -13,7 +13,9 @@ so the validation and the serialization are the same pass.
 from __future__ import annotations
 
 import json
+import numbers
 import re
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -264,6 +266,19 @@ class _JsonTextBinaryDumper(Dumper):
         return b"\x01" + obj.encode()
 
 
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays (anything with `tolist`) become plain JSON values."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+)
+
+
 def _reject(table: str, row: int, column: str, reason: str) -> ValidationError:
     return ValidationError(table, row, column, reason)
 
@@ -280,12 +295,16 @@ def _nul_in_json(value: Any) -> bool:
 
 
 def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] | None:
-    """Raise ValidationError for the first bad value; the serialized values for jsonb."""
+    """Raise ValidationError for the first bad value.
+
+    Returns the column's values when they had to change (JSON serialized, numpy scalars
+    made native), else None.
+    """
     name, kind = col.name, col.kind
     if kind == "jsonb":
         out: list[Any] = []
         append = out.append
-        dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+        dumps = _ENCODER.encode
         for i, v in enumerate(values):
             if v is None:
                 if not col.nullable:
@@ -305,26 +324,48 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
     if None in values and not col.nullable:
         raise _reject(table, list(values).index(None), name, "NULL in a NOT NULL column")
     if kind == "float8":
+        converted: list[Any] | None = None
         for i, v in enumerate(values):
             t = type(v)
-            if t is not float and v is not None and (t is bool or not isinstance(v, int | float)):
+            if t is float or v is None:
+                continue
+            if t is int:
+                if not -(2**53) <= v <= 2**53:
+                    raise _reject(table, i, name, "integer too large for double precision")
+                continue
+            if t is bool or not isinstance(v, numbers.Real):
                 raise _reject(table, i, name, f"expected a float, got {t.__name__}")
-            if t is int and not -(2**53) <= v <= 2**53:
-                raise _reject(table, i, name, "integer too large for double precision")
-        return None
+            converted = converted or list(values)
+            converted[i] = float(v)  # numpy floats, Fraction, Decimal-like reals
+        return converted
     if kind == "int4" or kind == "int8":
         lo, hi = _LIMITS[kind]
         if col.minimum is not None:
             lo = col.minimum
+        converted = None
         for i, v in enumerate(values):
             if type(v) is not int:
                 if v is None:
                     continue
-                raise _reject(table, i, name, f"expected an integer, got {type(v).__name__}")
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                    raise _reject(table, i, name, f"expected an integer, got {type(v).__name__}")
+                converted = converted or list(values)
+                converted[i] = v = int(v)  # numpy integers, IntEnum
             if not lo <= v <= hi:
                 bound = f">= {col.minimum}" if v < lo and col.minimum is not None else kind
                 raise _reject(table, i, name, f"{v} out of range ({bound})")
-        return None
+        return converted
+    if kind == "bool":
+        np_bool = getattr(sys.modules.get("numpy"), "bool_", None)
+        converted = None
+        for i, v in enumerate(values):
+            if v is True or v is False or v is None:
+                continue
+            if np_bool is None or not isinstance(v, np_bool):
+                raise _reject(table, i, name, f"expected a bool, got {type(v).__name__}")
+            converted = converted or list(values)
+            converted[i] = bool(v)
+        return converted
     if kind == "text":
         for i, v in enumerate(values):
             if type(v) is not str:
@@ -334,11 +375,6 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
                     raise _reject(table, i, name, f"expected a string, got {type(v).__name__}")
             if "\x00" in v:
                 raise _reject(table, i, name, "NUL character (\\x00) in text")
-        return None
-    if kind == "bool":
-        for i, v in enumerate(values):
-            if v is not True and v is not False and v is not None:
-                raise _reject(table, i, name, f"expected a bool, got {type(v).__name__}")
         return None
     if kind == "uuid":
         for i, v in enumerate(values):
@@ -468,7 +504,11 @@ def locate_row(
         return None
     positions = [spec.names.index(n) for n in names]
     wanted = match["vals"]
-    for i, r in enumerate(rows):
+    duplicate = isinstance(exc, pg_errors.UniqueViolation)
+    # a duplicate within the batch: the later row is the one that conflicts
+    order = range(len(rows) - 1, -1, -1) if duplicate else range(len(rows))
+    for i in order:
+        r = rows[i]
         if ", ".join(str(r[p]) for p in positions) == wanted:
             field_name = names[-1]
             if isinstance(exc, pg_errors.ForeignKeyViolation):

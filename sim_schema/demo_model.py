@@ -72,12 +72,14 @@ class World:
         regen_rate: float = 0.5,
         starvation_threshold: int = 8,
     ) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - a seeded simulation, not cryptography
         self.size = size
         self.regen_rate = regen_rate
         self.starvation_threshold = starvation_threshold
         self.next_id = 0
-        self.agents: list[Agent] = [self._new_agent(0, self.rng.choice(AGENT_TYPES)) for _ in range(agents)]
+        self.agents: list[Agent] = [
+            self._new_agent(0, self.rng.choice(AGENT_TYPES)) for _ in range(agents)
+        ]
         self.resources = [
             Resource(i, self.rng.uniform(0, size), self.rng.uniform(0, size), 10.0)
             for i in range(resources)
@@ -155,13 +157,27 @@ class World:
                         attacks_ok += int(not other.defending)
                         reward = 1.0 if not other.defending else -0.5
                         rec.incidents.append(
-                            dict(step=step, agent_id=other.agent_id, health_before=h0,
-                                 health_after=other.health, cause="attack",
-                                 details={"attacker": agent.agent_id}))
+                            dict(
+                                step=step,
+                                agent_id=other.agent_id,
+                                health_before=h0,
+                                health_after=other.health,
+                                cause="attack",
+                                details={"attacker": agent.agent_id},
+                            )
+                        )
                     rec.interactions.append(
-                        dict(step=step, source_type="agent", source_id=agent.agent_id,
-                             target_type="agent", target_id=other.agent_id,
-                             interaction_type=action, action_type=action, details={}))
+                        dict(
+                            step=step,
+                            source_type="agent",
+                            source_id=agent.agent_id,
+                            target_type="agent",
+                            target_id=other.agent_id,
+                            interaction_type=action,
+                            action_type=action,
+                            details={},
+                        )
+                    )
             elif action == "reproduce":
                 agent.resources -= 6.0
                 child = self._new_agent(step, agent.agent_type, agent)
@@ -178,21 +194,45 @@ class World:
                 h0 = agent.health
                 agent.health = max(0.0, agent.health - 12.0)
                 rec.incidents.append(
-                    dict(step=step, agent_id=agent.agent_id, health_before=h0,
-                         health_after=agent.health, cause="starvation", details={}))
+                    dict(
+                        step=step,
+                        agent_id=agent.agent_id,
+                        health_before=h0,
+                        health_after=agent.health,
+                        cause="starvation",
+                        details={},
+                    )
+                )
             else:
                 agent.hungry_steps = 0
             agent.age += 1
             agent.total_reward += reward
             rec.actions.append(
-                dict(step=step, agent_id=agent.agent_id, action_type=action,
-                     action_target_id=target, state_before_step=step, state_after_step=step,
-                     resources_before=before, resources_after=agent.resources,
-                     reward=reward, details={"distance": round(dist, 3)}))
+                dict(
+                    step=step,
+                    agent_id=agent.agent_id,
+                    action_type=action,
+                    action_target_id=target,
+                    state_before_step=step,
+                    state_after_step=step,
+                    resources_before=before,
+                    resources_after=agent.resources,
+                    reward=reward,
+                    details={"distance": round(dist, 3)},
+                )
+            )
             rec.learning.append(
-                dict(step=step, agent_id=agent.agent_id, module_type="foraging",
-                     module_id=agent.agent_type, action_taken=ACTIONS.index(action),
-                     action_taken_mapped=action, reward=reward, details=None))
+                dict(
+                    step=step,
+                    agent_id=agent.agent_id,
+                    module_type="foraging",
+                    module_id=agent.agent_type,
+                    action_taken=ACTIONS.index(action),
+                    action_taken_mapped=action,
+                    reward=reward,
+                    details=None,
+                )
+            )
         for agent in alive:
             if agent.health <= 0 or agent.hungry_steps > self.starvation_threshold:
                 agent.death_step = step
@@ -200,35 +240,58 @@ class World:
         for r in self.resources:
             r.amount = min(20.0, r.amount + self.regen_rate)
             rec.resources.append(
-                dict(step=step, resource_id=r.resource_id, amount=r.amount,
-                     position_x=r.x, position_y=r.y))
+                dict(
+                    step=step,
+                    resource_id=r.resource_id,
+                    amount=r.amount,
+                    position_x=r.x,
+                    position_y=r.y,
+                )
+            )
         survivors = self.alive()
         for agent in survivors:
             rec.states.append(
-                dict(step=step, agent_id=agent.agent_id, position_x=agent.x,
-                     position_y=agent.y, position_z=0.0, resource_level=agent.resources,
-                     health=agent.health, is_defending=agent.defending,
-                     total_reward=agent.total_reward, age=agent.age,
-                     extras={"genome": agent.genome_id, "hungry": agent.hungry_steps}))
+                dict(
+                    step=step,
+                    agent_id=agent.agent_id,
+                    position_x=agent.x,
+                    position_y=agent.y,
+                    position_z=0.0,
+                    resource_level=agent.resources,
+                    health=agent.health,
+                    is_defending=agent.defending,
+                    total_reward=agent.total_reward,
+                    age=agent.age,
+                    extras={"genome": agent.genome_id, "hungry": agent.hungry_steps},
+                )
+            )
         n = len(survivors)
         by_type = {t: sum(1 for a in survivors if a.agent_type == t) for t in AGENT_TYPES}
         genomes = [a.genome_id for a in survivors]
         top = max((genomes.count(g) for g in set(genomes)), default=0)
         rec.metrics = dict(
-            step=step, total_agents=n, system_agents=by_type["system"],
-            independent_agents=by_type["independent"], control_agents=by_type["control"],
+            step=step,
+            total_agents=n,
+            system_agents=by_type["system"],
+            independent_agents=by_type["independent"],
+            control_agents=by_type["control"],
             total_resources=sum(r.amount for r in self.resources),
             average_agent_resources=sum(a.resources for a in survivors) / n if n else 0.0,
-            births=len(rec.births), deaths=len(rec.deaths),
+            births=len(rec.births),
+            deaths=len(rec.deaths),
             current_max_generation=max((a.generation for a in survivors), default=0),
             resource_efficiency=consumed / (consumed + sum(r.amount for r in self.resources)),
             resource_distribution_entropy=0.0,
             average_agent_health=sum(a.health for a in survivors) / n if n else 0.0,
             average_agent_age=sum(a.age for a in survivors) / n if n else 0.0,
             average_reward=sum(a.total_reward for a in survivors) / n if n else 0.0,
-            combat_encounters=combats, successful_attacks=attacks_ok, resources_shared=shared,
-            genetic_diversity=len(set(genomes)) / 16.0, dominant_genome_ratio=top / n if n else 0.0,
-            resources_consumed=consumed, metrics={"regen_rate": self.regen_rate},
+            combat_encounters=combats,
+            successful_attacks=attacks_ok,
+            resources_shared=shared,
+            genetic_diversity=len(set(genomes)) / 16.0,
+            dominant_genome_ratio=top / n if n else 0.0,
+            resources_consumed=consumed,
+            metrics={"regen_rate": self.regen_rate},
         )
         if step % 10 == 0:
             rec.environment = {

@@ -370,7 +370,7 @@ class SimulationLogger(
             buf = self._buffers[table]
             take = min(size - len(buf), n - i)
             if self._pending + take > self.max_pending:
-                await self._wait_for_room(take, report)
+                await self._wait_for_room(take)
                 continue  # the buffer may have been sealed meanwhile
             if not buf:
                 self._born[table] = time.monotonic()
@@ -393,13 +393,17 @@ class SimulationLogger(
             await self._add(table, rows, report=False)
         self._check_usable(True)
 
-    async def _wait_for_room(self, rows: int, report: bool) -> None:
-        """Back-pressure: seal what is buffered so the writer can drain, wait for progress."""
+    async def _wait_for_room(self, rows: int) -> None:
+        """Back-pressure: seal what is buffered so the writer can drain, wait for progress.
+
+        Failures that happen meanwhile are not raised here (part of the caller's rows may
+        be buffered already): the next call reports them.
+        """
         while self._pending + rows > self.max_pending:
             self._seal_all()
             self._raise_if_writer_died()
             await self._progress.wait()
-        self._check_usable(report)
+        self._check_usable(False)
 
     def _check_usable(self, report: bool) -> None:
         if self._closed or self._closing:

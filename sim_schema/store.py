@@ -133,3 +133,13 @@ class Store:
                 f"{timeout if timeout is not None else self.settings.pool_timeout:g}s "
                 f"(pool_max_size={self.settings.pool_max_size}): {exc}"
             ) from None
+
+
+def ensure_database(settings: Settings, name: str) -> bool:
+    """Create database `name` on the server of `settings` unless it exists; True if created."""
+    with connect(settings) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import uuid
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from sim_schema.copy import SPECS, copy_rows, validate
 from sim_schema.errors import ValidationError
@@ -97,10 +99,7 @@ async def test_every_column_type_round_trips(sim: psycopg.AsyncConnection[Any]) 
     assert await cur.fetchall() == [(event_id, 0, {}, False)]
     for table in ("agent_actions", "learning_experiences", "health_incidents"):
         values = {"step": 1, "agent_id": "a1", "details": {"x": 1}}
-        values.update(
-            {"agent_actions": {"action_type": "move"}, "learning_experiences": {"module_type": "dqn"},
-             "health_incidents": {"cause": "starvation"}}[table]
-        )  # fmt: skip
+        values.update(REQUIRED[table])
         assert await copy_rows(sim, table, SIM, [SPECS[table].row(SIM, values)]) == 1
     await copy_rows(sim, "resource_states", SIM, [(SIM, 0, 1, 2.5, None, 1.0)])
     await copy_rows(
@@ -110,9 +109,15 @@ async def test_every_column_type_round_trips(sim: psycopg.AsyncConnection[Any]) 
         sim, "interactions", SIM, [(SIM, 0, "agent", "a0", "agent", "a1", "attack", None, [])]
     )
     for table in ("agent_actions", "resource_states", "simulation_steps", "interactions"):
-        cur = await sim.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (fixed names)
+        cur = await sim.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
         assert await cur.fetchone() == (1,)
 
+
+REQUIRED: dict[str, dict[str, Any]] = {
+    "agent_actions": {"action_type": "move"},
+    "learning_experiences": {"module_type": "dqn"},
+    "health_incidents": {"cause": "starvation"},
+}
 
 BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("agent_states", {"agent_id": "a\x00b"}, "agent_id", "NUL"),
@@ -146,7 +151,8 @@ async def test_bad_value_rejected_and_nothing_written(
     assert (info.value.table, info.value.row, info.value.field) == (table, 3, field)
     assert reason in info.value.reason
     cur = await sim.execute(
-        "SELECT (SELECT count(*) FROM agent_states), (SELECT count(*) FROM ingest_batches WHERE table_name = 'agent_states')"
+        "SELECT (SELECT count(*) FROM agent_states),"
+        " (SELECT count(*) FROM ingest_batches WHERE table_name = 'agent_states')"
     )
     assert await cur.fetchone() == (0, 0)
 
@@ -178,3 +184,33 @@ async def test_replayed_batch_is_skipped(sim: psycopg.AsyncConnection[Any]) -> N
         "SELECT table_name, row_count FROM ingest_batches WHERE batch_id = %s", (batch_id,)
     )
     assert await cur.fetchone() == ("agent_states", 3)
+
+
+async def test_numpy_and_enum_values_are_made_native(sim: psycopg.AsyncConnection[Any]) -> None:
+    np = pytest.importorskip("numpy")
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    row = SPECS["agent_states"].row(
+        SIM,
+        {
+            "step": np.int64(5),
+            "agent_id": "a1",
+            "health": np.float32(0.5),
+            "position_x": np.float64(1.25),
+            "age": Level.HIGH,
+            "is_defending": np.bool_(True),
+            "memory": {"v": np.arange(3), "s": np.int32(7)},
+        },
+    )
+    assert await copy_rows(sim, "agent_states", SIM, [row]) == 1
+    cur = await sim.execute(
+        "SELECT step, health, position_x, age, is_defending, memory FROM agent_states"
+    )
+    assert await cur.fetchone() == (5, 0.5, 1.25, 3, True, {"v": [0, 1, 2], "s": 7})
+    bad = SPECS["agent_states"].row(
+        SIM, {"step": 0, "agent_id": "a1", "extras": np.array([np.nan])}
+    )
+    with pytest.raises(ValidationError, match="JSON"):
+        validate("agent_states", SIM, [bad])

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from sim_schema.errors import IngestError, ValidationError
 from sim_schema.logger import SimulationLogger, SyncSimulationLogger
@@ -33,7 +34,7 @@ async def new_sim(aconn: psycopg.AsyncConnection[Any], simulation_id: str, agent
 
 async def count(aconn: psycopg.AsyncConnection[Any], table: str, simulation_id: str) -> int:
     cur = await aconn.execute(
-        f"SELECT count(*) FROM {table} WHERE simulation_id = %s",  # noqa: S608 (fixed names)
+        sql.SQL("SELECT count(*) FROM {} WHERE simulation_id = %s").format(sql.Identifier(table)),
         (simulation_id,),
     )
     row = await cur.fetchone()
@@ -243,3 +244,21 @@ def test_sync_logger_surfaces_permanent_failure(dsn: str, conn: psycopg.Connecti
         log.close()
     assert info.value.table == "agent_states" and len(info.value.rows) == 5
     assert conn.execute("SELECT count(*) FROM agent_states").fetchone() == (0,)
+
+
+async def test_duplicate_agent_names_the_later_row(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    await new_sim(aconn, "s", agents=1)  # a0 exists already
+    logger = SimulationLogger(store, "s")
+    await logger.log_agents([{"agent_id": i, "agent_type": "prey"} for i in ("b1", "b2", "b1")])
+    await logger.log_agent("a0", "prey")
+    with pytest.raises(IngestError) as info:
+        await logger.flush()
+    assert isinstance(info.value.cause, ValidationError)
+    assert (info.value.cause.row, info.value.cause.field) == (2, "agent_id")
+    assert "duplicate key" in info.value.cause.reason
+    assert [r["agent_id"] for r in info.value.rows] == ["b1", "b2", "b1", "a0"]  # type: ignore[index]
+    await logger.close()
+    cur = await aconn.execute("SELECT agent_id FROM agents ORDER BY agent_id")
+    assert await cur.fetchall() == [("a0",)]

@@ -264,3 +264,15 @@ async def test_json_metric_beyond_the_sample_and_non_numeric_values(
     points = [p async for p in q.compare_metric(aconn, "late", simulation_ids=["solo"],
                                                 start_step=27)]
     assert [(p.step, p.value) for p in points] == [(27, None), (28, 5.0), (29, None)]
+
+
+async def test_json_metric_key_outside_the_sampled_rows_is_found(aconn: Any) -> None:
+    await aconn.execute("INSERT INTO simulations (simulation_id) VALUES ('long')")
+    await aconn.execute(
+        "INSERT INTO simulation_steps (simulation_id, step, metrics)"
+        " SELECT 'long', s, CASE WHEN s = 1500 THEN '{\"rare\": 2}' ELSE '{\"a\": 1}' END::jsonb"
+        " FROM generate_series(0, 1500) s"
+    )
+    points = [p async for p in q.compare_metric(aconn, "rare", simulation_ids=["long"],
+                                                start_step=1500)]
+    assert [(p.step, p.value) for p in points] == [(1500, 2.0)]

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import admin, analyst, export, migrate
+from . import admin, analyst, demo, export, migrate, server
 
-COMMAND_MODULES: list[ModuleType] = [migrate, export, admin, analyst]
+COMMAND_MODULES: list[ModuleType] = [migrate, demo, server, export, admin, analyst]

@@ -13,8 +13,9 @@ from .. import cli, embedded
 def register(sub: Any) -> None:
     p = sub.add_parser("server", help="the local PostgreSQL used when no DSN is given")
     p.add_argument("action", choices=("start", "stop", "status"))
-    p.add_argument("--data-dir", type=Path, help=f"default: ${embedded.DATA_DIR_ENV} or "
-                   "~/.sim_schema/pgdata")
+    p.add_argument(
+        "--data-dir", type=Path, help=f"default: ${embedded.DATA_DIR_ENV} or ~/.sim_schema/pgdata"
+    )
     p.add_argument("--fresh", action="store_true", help="with start: delete the data first")
     p.set_defaults(handler=run_server)
 
@@ -23,15 +24,21 @@ def run_server(args: argparse.Namespace) -> int:
     data_dir = (args.data_dir or embedded.default_data_dir()).expanduser().resolve()
     if args.action == "stop":
         stopped = embedded.stop(data_dir)
-        _say(args, {"data_dir": str(data_dir), "stopped": stopped},
-             f"stopped the server in {data_dir}" if stopped else f"no server running in {data_dir}")
+        _say(
+            args,
+            {"data_dir": str(data_dir), "stopped": stopped},
+            f"stopped the server in {data_dir}" if stopped else f"no server running in {data_dir}",
+        )
         return cli.EXIT_OK
     if args.action == "status" and not (data_dir / "postmaster.pid").exists():
         _say(args, {"data_dir": str(data_dir), "running": False}, f"not running ({data_dir})")
         return cli.EXIT_NOT_FOUND
     dsn = embedded.start(data_dir, fresh=args.fresh)
-    _say(args, {"data_dir": str(data_dir), "running": True, "dsn": dsn},
-         f"running: {dsn}\n  data: {data_dir}\n  psql: {embedded.psql_path()} \"{dsn}\"")
+    _say(
+        args,
+        {"data_dir": str(data_dir), "running": True, "dsn": dsn},
+        f'running: {dsn}\n  data: {data_dir}\n  psql: {embedded.psql_path()} "{dsn}"',
+    )
     return cli.EXIT_OK
 
 

@@ -18,6 +18,7 @@ from .agents import (
     get_agent,
     list_agents,
     record_agent_death,
+    record_agent_deaths,
     register_agent,
     register_agents,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "pause_simulation",
     "record_agent_action",
     "record_agent_death",
+    "record_agent_deaths",
     "record_decision",
     "record_health_incident",
     "record_interaction",

@@ -8,7 +8,7 @@ erases a recorded death (`death_step` keeps the stored value when the new one is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from psycopg import sql
 
@@ -148,3 +148,33 @@ async def record_agent_death(conn: Conn, simulation_id: str, agent_id: str, step
         f"agent {agent_id!r} of simulation {simulation_id!r} already died at step"
         f" {agent.death_step}; cannot die again at step {step}"
     )
+
+
+async def record_agent_deaths(conn: Conn, simulation_id: str, deaths: Mapping[str, int]) -> int:
+    """Set many agents' death steps in one statement (agent_id -> step), atomically.
+
+    Same rules as `record_agent_death`; if any agent breaks one, nothing is changed and
+    the first offending agent is named.
+    """
+    if not deaths:
+        return 0
+    ids, steps = list(deaths), list(deaths.values())
+    query = sql.SQL(
+        "UPDATE agents a SET death_step = d.step"
+        " FROM unnest(%s::text[], %s::int[]) AS d(agent_id, step)"
+        " WHERE a.simulation_id = %s AND a.agent_id = d.agent_id"
+        " AND a.birth_step <= d.step AND (a.death_step IS NULL OR a.death_step = d.step)"
+        " RETURNING a.agent_id"
+    )
+    async with conn.transaction():
+        cur = await conn.execute(query, (ids, steps, simulation_id))
+        updated = {row[0] for row in await cur.fetchall()}
+        missing = [agent_id for agent_id in ids if agent_id not in updated]
+        if missing:
+            # The single-agent rules raise the precise error; the transaction rolls back.
+            await record_agent_death(conn, simulation_id, missing[0], deaths[missing[0]])
+            raise LifecycleError(
+                f"agent {missing[0]!r} of simulation {simulation_id!r} changed concurrently;"
+                " no death recorded"
+            )
+    return len(ids)
