@@ -176,6 +176,18 @@ def _parallel_worker(dsn: str, shape: data.Shape, index: int, barrier: Any, queu
     queue.put((index, t0, time.time(), len(rows)))
 
 
+def _get(queue: Any, procs: list[Any]) -> Any:
+    """The next result, or exit if a worker died before sending one."""
+    import queue as queue_mod
+
+    while True:
+        try:
+            return queue.get(timeout=1)
+        except queue_mod.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise SystemExit("a benchmark worker process failed (see its traceback)") from None
+
+
 def run_parallel(maint: str, args: argparse.Namespace) -> dict[str, Any]:
     agents = 500
     shape = data.Shape(
@@ -204,7 +216,7 @@ def run_parallel(maint: str, args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 for p in procs:
                     p.start()
-                res = [queue.get() for _ in procs]
+                res = [_get(queue, procs) for _ in procs]
                 for p in procs:
                     p.join()
                     if p.exitcode:
@@ -242,7 +254,7 @@ def run_memory(maint: str, args: argparse.Namespace) -> dict[str, Any]:
         queue = ctx.Queue()
         p = ctx.Process(target=ours.memory_worker, args=(dsn, shape, queue))
         p.start()
-        result: dict[str, Any] = queue.get()
+        result: dict[str, Any] = _get(queue, [p])
         p.join()
         if server.count_states(dsn) != shape.rows:
             raise SystemExit("memory: row count mismatch")
@@ -287,14 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory": run_memory,
             "queries": run_queries,
         }
+        out = args.out or RESULTS_DIR / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
+        out.parent.mkdir(parents=True, exist_ok=True)
         for section in SECTIONS:
             if section in sections:
                 log(f"== {section}")
                 results[section] = runners[section](maint, args)
-    results["wall_s"] = round(time.time() - started, 1)
-    out = args.out or RESULTS_DIR / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+                results["wall_s"] = round(time.time() - started, 1)
+                out.write_text(json.dumps(results, indent=2, default=str))  # after each section
     print_report(results)
     print(f"\nJSON: {out}")
     return 0

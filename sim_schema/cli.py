@@ -31,6 +31,7 @@ _EXIT_CODES: list[tuple[type[errors.SimSchemaError], int]] = [
     (errors.InvalidIndexError, EXIT_VERIFICATION),
     (errors.MigrationDefinitionError, EXIT_VERIFICATION),
     (errors.MigrationFailed, EXIT_MIGRATION_FAILED),
+    (errors.ArchiveRefused, EXIT_VERIFICATION),
     (errors.ConfigurationError, EXIT_USAGE),
     (errors.NotFound, EXIT_NOT_FOUND),
 ]
@@ -73,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
         return code
     except errors.SimSchemaError as exc:
-        print(f"sim-schema: {exc}", file=sys.stderr)
+        # One line: psycopg's DETAIL/HINT lines are folded into it.
+        print("sim-schema: " + " ".join(str(exc).split()), file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         print("sim-schema: interrupted", file=sys.stderr)

@@ -394,13 +394,18 @@ class SimulationLogger(
         self._check_usable(True)
 
     async def _wait_for_room(self, rows: int) -> None:
-        """Back-pressure: seal what is buffered so the writer can drain, wait for progress.
+        """Back-pressure: wait for the writer; hand it the fullest buffer only when idle.
 
+        Sealing every buffer here would cut the small per-step tables into tiny batches
+        each time a big one fills up; one full batch at a time keeps every COPY large.
         Failures that happen meanwhile are not raised here (part of the caller's rows may
         be buffered already): the next call reports them.
         """
         while self._pending + rows > self.max_pending:
-            self._seal_all()
+            if not self._queue:
+                fullest = max(self._buffers, key=lambda t: len(self._buffers[t]))
+                if self._buffers[fullest]:
+                    self._seal(fullest)
             self._raise_if_writer_died()
             await self._progress.wait()
         self._check_usable(False)

@@ -60,7 +60,7 @@ class Settings(BaseModel):
                 application_name=self.application_name,
             )
         except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(f"invalid DSN: {redact_message(str(exc))}") from None
+            raise ConfigurationError(f"invalid DSN: {redact_message(str(exc).strip())}") from None
 
     def describe(self) -> str:
         """Where we connect, safe to print."""

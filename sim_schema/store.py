@@ -77,6 +77,9 @@ class Store:
             max_size=s.pool_max_size,
             timeout=s.pool_timeout,
             configure=self._configure,
+            # One cheap round trip per checkout replaces a connection that died while idle
+            # (server restart, pg_terminate_backend) instead of handing it to a caller.
+            check=AsyncConnectionPool.check_connection,
             open=False,
             name=f"sim_schema:{s.schema_name}",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,7 @@ def state_rows(n: int, agents: list[str], start: int = 0) -> list[tuple[Any, ...
 def digest(rows: list[tuple[Any, ...]]) -> str:
     """sha256 of the rows in key order (step, agent_id): equal digests mean equal content."""
     ordered = sorted(rows, key=lambda r: (r[0], r[1]))
-    return hashlib.sha256(repr(ordered).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(ordered, sort_keys=True).encode()).hexdigest()
 
 
 def stored_states(conn: psycopg.Connection[Any], simulation_id: str) -> list[tuple[Any, ...]]:
@@ -113,14 +114,14 @@ class Killer:
 
 
 async def test_backend_killed_mid_copy_logger_retries_exact_rows(dsn: str, aconn: Any) -> None:
-    """A row trigger sleeps in the middle of one COPY batch; the killer terminates the
+    """A row trigger sleeps at one row in the middle of the third COPY batch; the killer terminates the
     logger's backend twice while it sleeps (rows before it already inserted in the batch's
     transaction). The logger retries; exactly the logged rows are stored, once."""
     await aconn.execute(
         """
         CREATE FUNCTION fault_slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF NEW.agent_id = 'slow' THEN PERFORM pg_sleep(0.5); END IF;
+            IF NEW.agent_id = 'slow' AND NEW.step = 500 THEN PERFORM pg_sleep(0.5); END IF;
             RETURN NEW;
         END $$;
         CREATE TRIGGER fault_slow BEFORE INSERT ON agent_states

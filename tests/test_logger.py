@@ -4,6 +4,8 @@ every table through the logger, and the synchronous facade."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -78,8 +80,9 @@ async def test_flush_by_age(store: Store, aconn: psycopg.AsyncConnection[Any]) -
     await logger.close()
 
 
+@pytest.mark.parametrize("chunk", [1, 7])
 async def test_back_pressure_bounds_memory(
-    store: Store, aconn: psycopg.AsyncConnection[Any], dsn: str
+    store: Store, aconn: psycopg.AsyncConnection[Any], dsn: str, chunk: int
 ) -> None:
     await new_sim(aconn, "s", agents=1)
     logger = SimulationLogger(store, "s", buffer_size=10, max_pending=30, flush_interval=3600)
@@ -88,9 +91,13 @@ async def test_back_pressure_bounds_memory(
 
     async def produce() -> None:
         nonlocal logged, highest
-        for step in range(300):
-            await logger.log_agent_state(step, "a0")
-            logged += 1
+        for first in range(0, 300, chunk):
+            steps = range(first, min(first + chunk, 300))
+            if chunk == 1:
+                await logger.log_agent_state(first, "a0")
+            else:
+                await logger.log_agent_states([{"step": s, "agent_id": "a0"} for s in steps])
+            logged += len(steps)
             highest = max(highest, logger.pending)
 
     async with await psycopg.AsyncConnection.connect(dsn, options="-c search_path=sim") as locker:
@@ -100,12 +107,47 @@ async def test_back_pressure_bounds_memory(
         await until(lambda: _true(logger.pending == 30))
         await asyncio.sleep(0.3)  # the producer had every chance to run ahead: it must not
         assert not producer.done()
-        assert logged <= 30
+        assert logged <= 30 and logger.pending <= 30
         await locker.rollback()
     await producer
     await logger.close()
     assert highest <= 30
     assert await count(aconn, "agent_states", "s") == 300
+
+
+def test_sync_logger_back_pressure(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    conn.execute("INSERT INTO agents (simulation_id, agent_id, agent_type) VALUES ('s', 'a0', 'x')")
+    log = SyncSimulationLogger(
+        "s", settings=Settings(dsn=dsn), buffer_size=10, max_pending=30, handoff=5
+    )
+    logged = 0
+
+    def produce() -> None:
+        nonlocal logged
+        for step in range(300):
+            log.log_agent_state(step, "a0")
+            logged += 1
+
+    with psycopg.connect(dsn, options="-c search_path=sim") as locker:
+        locker.execute("LOCK TABLE agent_states IN SHARE MODE")
+        producer = threading.Thread(target=produce)
+        producer.start()
+        for _ in range(1000):  # poll (bounded) until the COPY waits for the lock
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE 'COPY%%agent_states%%'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)  # the producer had every chance to run ahead: it must not
+        assert producer.is_alive()
+        assert logged <= 30 + 5  # the async logger's bound plus one local chunk
+        locker.rollback()
+    producer.join()
+    log.close()
+    assert conn.execute("SELECT count(*) FROM agent_states").fetchone() == (300,)
 
 
 async def _true(value: bool) -> bool:
