@@ -48,7 +48,6 @@ CREATE TABLE agent_decisions (
     created_at      timestamptz NOT NULL DEFAULT now(),
     feedback_at     timestamptz,
     PRIMARY KEY (simulation_id, decision_id),
-    FOREIGN KEY (simulation_id) REFERENCES simulations ON DELETE CASCADE,
     FOREIGN KEY (simulation_id, agent_id) REFERENCES agents ON DELETE CASCADE,
     FOREIGN KEY (simulation_id, event_id) REFERENCES events ON DELETE CASCADE
 );
