@@ -7,8 +7,11 @@ only what they share. Errors become one line on stderr, never a traceback, never
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+
+import psycopg
 
 from . import errors
 from .commands import COMMAND_MODULES
@@ -68,20 +71,35 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The pool logs every failed attempt; the CLI reports failures once, as one line.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
         return code
     except errors.SimSchemaError as exc:
-        # One line: psycopg's DETAIL/HINT lines are folded into it.
-        print("sim-schema: " + " ".join(str(exc).split()), file=sys.stderr)
-        return exit_code_for(exc)
+        return _fail(str(exc), exit_code_for(exc))
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        schema = args.schema or Settings.from_env().schema_name
+        return _fail(
+            f"schema {schema!r} is missing or not fully migrated in this database "
+            f"({exc.diag.message_primary}): run `sim-schema migrate`",
+            EXIT_NOT_FOUND,
+        )
+    except psycopg.Error as exc:
+        return _fail(f"database error: {exc}", EXIT_ERROR)
     except KeyboardInterrupt:
         print("sim-schema: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _fail(message: str, code: int) -> int:
+    # One line: psycopg's DETAIL/HINT lines are folded into it.
+    print("sim-schema: " + " ".join(message.split()), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

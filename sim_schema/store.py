@@ -71,6 +71,11 @@ class Store:
         if self._pool is not None:
             return
         s = self.settings
+        try:  # one direct attempt fails fast with libpq's reason; the pool would retry
+            probe = await psycopg.AsyncConnection.connect(s.conninfo())
+            await probe.close()
+        except psycopg.OperationalError as exc:
+            raise _connection_error(s, exc) from None
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             s.conninfo(),
             min_size=s.pool_min_size,
@@ -85,18 +90,9 @@ class Store:
         )
         try:
             await pool.open(wait=s.pool_min_size > 0, timeout=float(s.connect_timeout))
-            if s.pool_min_size == 0:
-                async with pool.connection() as conn:
-                    await conn.execute("SELECT 1")
         except (PoolTimeout, psycopg.OperationalError) as exc:
             await pool.close()
-            cause: BaseException = exc
-            try:  # the pool hides libpq's reason; one direct attempt recovers it
-                probe = await psycopg.AsyncConnection.connect(s.conninfo())
-                await probe.close()
-            except psycopg.OperationalError as direct:
-                cause = direct
-            raise _connection_error(s, cause) from None
+            raise _connection_error(s, exc) from None
         self._pool = pool
 
     async def close(self) -> None:
