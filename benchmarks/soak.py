@@ -28,12 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.server import connect, fresh_database, server  # noqa: E402
-from sim_schema.export import export  # noqa: E402
-from sim_schema.logger import SimulationLogger  # noqa: E402
-from sim_schema.settings import Settings  # noqa: E402
-from sim_schema.sqllib import load_library, run_query  # noqa: E402
-from sim_schema.store import Store  # noqa: E402
+from benchmarks.server import connect, fresh_database, server
+from sim_schema.export import export
+from sim_schema.logger import SimulationLogger
+from sim_schema.settings import Settings
+from sim_schema.sqllib import load_library, run_query
+from sim_schema.store import Store
 
 AGENTS = 50
 WINDOW = 10.0
@@ -47,7 +47,7 @@ ROW_SQL = (
 
 
 def row_hash(step: int, agent: str, quarter: int, i: int) -> int:
-    return int(hashlib.md5(f"{step}:{agent}:{quarter}:{i}".encode()).hexdigest()[:15], 16)  # noqa: S324
+    return int(hashlib.md5(f"{step}:{agent}:{quarter}:{i}".encode()).hexdigest()[:15], 16)
 
 
 class Soak:
@@ -92,7 +92,7 @@ class Soak:
                 if step % 20 == 0:
                     await asyncio.sleep(0)  # let the writer tasks run
             await logger.close()
-        except Exception as exc:  # noqa: BLE001 (reported, makes the soak fail)
+        except Exception as exc:
             self.error(f"logger {sim}", exc)
         self.logged[sim] = (rows, digest)
 
@@ -118,7 +118,7 @@ class Soak:
                         self.queries += 1
                         if self.stop.is_set():
                             break
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.error(f"analyst {n}", exc)
 
     def exporter(self) -> None:
@@ -128,7 +128,7 @@ class Soak:
                     export(conn, Path(tmp) / str(self.exports), simulations=self.sims[:2],
                            from_step=0, to_step=200, progress=False)  # fmt: skip
                     self.exports += 1
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.error("export", exc)
 
     def migrator(self) -> None:
@@ -165,7 +165,9 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         with connect(self.dsn) as conn:
-            conn.execute("INSERT INTO experiments (experiment_id, name) VALUES ('soak-exp', 'soak')")
+            conn.execute(
+                "INSERT INTO experiments (experiment_id, name) VALUES ('soak-exp', 'soak')"
+            )
             for i, s in enumerate(self.sims):
                 conn.execute(
                     "INSERT INTO simulations (simulation_id, experiment_id, parameters)"
@@ -173,7 +175,9 @@ class Soak:
                 )  # fmt: skip
         deadlocks_before = self.deadlocks()
         threads = [threading.Thread(target=self.analyst, args=(n,)) for n in range(2)]
-        threads += [threading.Thread(target=f) for f in (self.exporter, self.migrator, self.sampler)]
+        threads += [
+            threading.Thread(target=f) for f in (self.exporter, self.migrator, self.sampler)
+        ]
         timer = threading.Timer(self.seconds, self.stop.set)
         started = time.monotonic()
         timer.start()
@@ -214,13 +218,19 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"soak: {r['simulations']} simulations, {r['seconds']} s")
     print(f"{'t (s)':>7} {'rows':>10} {'rows/s':>9} {'queries':>8} {'exports':>8}")
     for w in r["windows"]:
-        print(f"{w['t']:>7} {w['rows']:>10} {w['rows_per_s']:>9} {w['queries']:>8} {w['exports']:>8}")
-    print(f"rows stored {r['rows_stored']} ({r['rows_per_s']} rows/s), library queries "
-          f"{r['library_queries']}, exports {r['exports']}, no-op migrations {r['noop_migrations']}")
+        print(
+            f"{w['t']:>7} {w['rows']:>10} {w['rows_per_s']:>9} {w['queries']:>8} {w['exports']:>8}"
+        )
+    print(
+        f"rows stored {r['rows_stored']} ({r['rows_per_s']} rows/s), library queries "
+        f"{r['library_queries']}, exports {r['exports']}, no-op migrations {r['noop_migrations']}"
+    )
     print(f"errors {len(r['errors'])}, deadlocks {r['deadlocks']}")
     for c in r["simulations_checked"]:
-        print(f"  {c['simulation']}: logged {c['logged']} stored {c['stored']} "
-              f"digest {'equal' if c['equal'] else 'DIFFERENT'}")
+        print(
+            f"  {c['simulation']}: logged {c['logged']} stored {c['stored']} "
+            f"digest {'equal' if c['equal'] else 'DIFFERENT'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="maintenance DSN of a server (default: a throwaway one)")
     parser.add_argument("--simulations", type=int, default=4)
     args = parser.parse_args(argv)
-    with server(args.dsn) as maintenance, fresh_database(maintenance, f"sim_schema_soak_{os.getpid()}") as dsn:
+    with (
+        server(args.dsn) as maintenance,
+        fresh_database(maintenance, f"sim_schema_soak_{os.getpid()}") as dsn,
+    ):
         report = Soak(dsn, args.simulations, args.minutes * 60).run()
     print_report(report)
     RESULTS.mkdir(exist_ok=True)

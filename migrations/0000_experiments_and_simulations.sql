@@ -73,7 +73,7 @@ CREATE TABLE agents (
     PRIMARY KEY (simulation_id, agent_id)
 );
 
--- Population by type, births and deaths per step: filter and group agents by these.
-CREATE INDEX agents_type_idx ON agents (simulation_id, agent_type);
-CREATE INDEX agents_birth_idx ON agents (simulation_id, birth_step);
-CREATE INDEX agents_death_idx ON agents (simulation_id, death_step) WHERE death_step IS NOT NULL;
+-- No secondary indexes: one simulation's agents (thousands) are read through the primary
+-- key prefix. Indexes on (simulation_id, birth_step) and (simulation_id, agent_type) made
+-- the planner pick them for the foreign-key checks of COPY into agent_states while agents
+-- had no statistics, ingesting 2.5x slower (docs/performance.md).

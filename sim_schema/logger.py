@@ -65,6 +65,8 @@ class _Batch:
     number: int
     batch_id: uuid.UUID
     rows: list[Row]
+    ready: list[Row] | None = None  # the rows as validated and encoded for COPY
+    invalid: ValidationError | None = None
 
 
 def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
@@ -429,7 +431,14 @@ class SimulationLogger(
         self._buffers[table] = []
         self._born.pop(table, None)
         self._sealed += 1
-        self._queue.append(_Batch(table, self._sealed, uuid.uuid4(), rows))
+        batch = _Batch(table, self._sealed, uuid.uuid4(), rows)
+        # Validated here, by the producer, so the work overlaps the writer's wait on the
+        # server for the previous batch instead of delaying this batch's COPY.
+        try:
+            batch.ready = validate(table, self.simulation_id, rows)
+        except ValidationError as exc:
+            batch.invalid = exc
+        self._queue.append(batch)
         self._wakeup.set()
 
     def _seal_all(self) -> None:
@@ -477,10 +486,9 @@ class SimulationLogger(
         event.set()
 
     async def _write(self, batch: _Batch) -> None:
-        try:
-            ready = validate(batch.table, self.simulation_id, batch.rows)
-        except ValidationError as exc:
-            self._fail(batch, exc)
+        ready = batch.ready
+        if ready is None:
+            self._fail(batch, batch.invalid or SimSchemaError("batch was never validated"))
             return
         policy = self.retry
         delay, started = policy.initial_delay, time.monotonic()

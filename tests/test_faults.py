@@ -114,9 +114,10 @@ class Killer:
 
 
 async def test_backend_killed_mid_copy_logger_retries_exact_rows(dsn: str, aconn: Any) -> None:
-    """A row trigger sleeps at one row in the middle of the third COPY batch; the killer terminates the
-    logger's backend twice while it sleeps (rows before it already inserted in the batch's
-    transaction). The logger retries; exactly the logged rows are stored, once."""
+    """A row trigger sleeps at one row in the middle of the third COPY batch; the killer
+    terminates the logger's backend twice while it sleeps (rows before it already inserted
+    in the batch's transaction). The logger retries; exactly the logged rows are stored, once.
+    """
     await aconn.execute(
         """
         CREATE FUNCTION fault_slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -185,7 +186,7 @@ def test_backend_killed_during_migration_then_rerun_completes(dsn: str) -> None:
             conn.commit()
             try:
                 runner.migrate(conn)
-            except BaseException as exc:  # noqa: BLE001 (checked by the test)
+            except BaseException as exc:
                 failure.append(exc)
 
     thread = threading.Thread(target=migrate)
@@ -328,7 +329,9 @@ async def test_pool_exhausted_waits_then_clear_error(dsn: str) -> None:
     async with Store(settings) as store:
         async with store.connection():
             started = time.monotonic()
-            with pytest.raises(ConnectionFailed, match=r"no connection free in the pool within 0.5s"):
+            with pytest.raises(
+                ConnectionFailed, match=r"no connection free in the pool within 0.5s"
+            ):
                 async with asyncio.timeout(10):  # nothing hangs
                     async with store.connection():
                         pass

@@ -6,7 +6,7 @@ Proof: a canary table and every module table still exist afterwards, and the cat
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,10 +38,10 @@ PAYLOADS = [
     "%(x)s",
     "%%s %b %t",
     "{}",
-    "’; DROP TABLE canary; --‘",  # unicode quotes
-    "ʼ OR 1=1 --",
+    "\u2019; DROP TABLE canary; --\u2018",  # unicode quotes
+    "\u02bc OR 1=1 --",
     "1; SELECT pg_sleep(10)",
-    "canary\"; CREATE TABLE pwned (x int); --",
+    'canary"; CREATE TABLE pwned (x int); --',
 ]
 
 
@@ -158,7 +158,9 @@ async def test_metric_names_in_query_api_refused_not_executed(
                     pass
 
 
-def test_schema_name_and_export_tables_refused(guarded: psycopg.Connection[Any], tmp_path: Any) -> None:
+def test_schema_name_and_export_tables_refused(
+    guarded: psycopg.Connection[Any], tmp_path: Any
+) -> None:
     for payload in PAYLOADS:
         with pytest.raises((ConfigurationError, ValueError)):
             Settings(schema_name=payload)
@@ -223,7 +225,6 @@ def test_sync_filters_through_sql_library(guarded: psycopg.Connection[Any]) -> N
                 params[p] = 0
             else:
                 params[p] = PAYLOADS[0]
-        try:
+        # Runs as data (no rows) or is refused as a bad value; the fixture proves nothing ran.
+        with contextlib.suppress(psycopg.DataError, SimSchemaError):
             run_query(guarded, name, params)
-        except (psycopg.DataError, SimSchemaError) as exc:  # a payload in a numeric slot
-            assert "DROP" not in type(exc).__name__, json.dumps(name)

@@ -49,7 +49,8 @@ JSON_SCALAR = st.one_of(
 JSON = st.recursive(
     JSON_SCALAR,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(TEXT_CHARS, max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(TEXT_CHARS, max_size=8), inner, max_size=4),
     ),
     max_leaves=12,
 )
@@ -159,7 +160,9 @@ def sort_key(table: str, row: Any) -> str:
 def new_simulation(conn: psycopg.Connection[Any]) -> str:
     sim = f"p-{next(_ids)}"
     conn.execute("INSERT INTO simulations (simulation_id) VALUES (%s)", (sim,))
-    conn.execute("INSERT INTO agents (simulation_id, agent_id, agent_type) VALUES (%s, 'a1', 't')", (sim,))
+    conn.execute(
+        "INSERT INTO agents (simulation_id, agent_id, agent_type) VALUES (%s, 'a1', 't')", (sim,)
+    )
     return sim
 
 
@@ -219,7 +222,9 @@ def test_bulk_invalid_value_refused_by_row_and_field_nothing_written(
         assert f"row {bad_row}" in str(err) and repr(col.name) in str(err)
         extra = [r for r in read_back(conn, table, sim) if not (table == "agents" and r[1] == "a1")]
         assert extra == []
-        ledger = conn.execute("SELECT count(*) FROM ingest_batches WHERE simulation_id = %s", (sim,))
+        ledger = conn.execute(
+            "SELECT count(*) FROM ingest_batches WHERE simulation_id = %s", (sim,)
+        )
         assert ledger.fetchone() == (0,)
 
     check()
@@ -259,13 +264,17 @@ JSON_OBJECT = st.dictionaries(st.text(TEXT_CHARS, max_size=8), JSON, max_size=5)
 
 
 @SETTINGS
-@given(name=st.one_of(st.none(), TEXT), description=st.one_of(st.none(), TEXT), parameters=JSON_OBJECT)
+@given(
+    name=st.one_of(st.none(), TEXT), description=st.one_of(st.none(), TEXT), parameters=JSON_OBJECT
+)
 async def test_repository_simulation_round_trip(
     name: str | None, description: str | None, parameters: dict[str, Any], dsn: str
 ) -> None:
     sim = f"rs-{next(_ids)}"
     async with Store(Settings(dsn=dsn, pool_min_size=0)) as store, store.connection() as conn:
-        await repo.create_simulation(conn, sim, name=name, description=description, parameters=parameters)
+        await repo.create_simulation(
+            conn, sim, name=name, description=description, parameters=parameters
+        )
         got = await repo.get_simulation(conn, sim)
     assert (got.name, got.description) == (name, description)
     assert same(got.parameters, parameters) or got.parameters == parameters
@@ -317,7 +326,9 @@ async def test_repository_event_and_decision_round_trip(
     payload: dict[str, Any], event_type: str, priority: int, step: int, dsn: str, conn: Any,
 ) -> None:  # fmt: skip
     sim = new_simulation(conn)
-    event = EventCreate(simulation_id=sim, step=step, event_type=event_type, priority=priority, payload=payload)
+    event = EventCreate(
+        simulation_id=sim, step=step, event_type=event_type, priority=priority, payload=payload
+    )
     decision = AgentDecisionCreate(
         simulation_id=sim, event_id=event.event_id, step=step, agent_id="a1",
         prompt=prompt, output=output, context=context, action=action,
@@ -327,7 +338,11 @@ async def test_repository_event_and_decision_round_trip(
         await repo.record_decision(aconn, decision)
         got_event = await repo.get_event(aconn, sim, event.event_id)
         got = await repo.get_decision(aconn, sim, decision.decision_id)
-    assert (got_event.event_type, got_event.priority, got_event.step) == (event_type, priority, step)
+    assert (got_event.event_type, got_event.priority, got_event.step) == (
+        event_type,
+        priority,
+        step,
+    )
     assert got_event.payload == payload
     assert (got.prompt, got.output, got.event_id) == (prompt, output, event.event_id)
     assert got.context == context and got.action == action
@@ -353,4 +368,3 @@ async def test_repository_decision_invalid_value_refused_nothing_written(
     assert not isinstance(info.value, ValidationError) or info.value.field == field
     count = conn.execute("SELECT count(*) FROM agent_decisions WHERE simulation_id = %s", (sim,))
     assert count.fetchone() == (0,)
-
