@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import queries
 from . import repositories as repo
-from .demo_model import World
+from .demo_model import Agent, World
 from .experiment import ExperimentManager, SimulationContext
 from .models import AgentDecisionCreate
 from .store import Store
@@ -43,6 +44,22 @@ def regen_rates(simulations: int) -> list[float]:
     return [round(lo + (hi - lo) * i / (simulations - 1), 3) for i in range(simulations)]
 
 
+def _agent_row(world: World, agent: Agent) -> dict[str, Any]:
+    return dict(
+        agent_id=agent.agent_id,
+        agent_type=agent.agent_type,
+        birth_step=agent.birth_step,
+        position_x=agent.x,
+        position_y=agent.y,
+        initial_resources=agent.resources,
+        starting_health=agent.health,
+        starvation_threshold=world.starvation_threshold,
+        genome_id=agent.genome_id,
+        generation=agent.generation,
+        parent_ids=agent.parent_ids,
+    )
+
+
 async def _run_one(
     ctx: SimulationContext,
     world: World,
@@ -50,44 +67,14 @@ async def _run_one(
     report: Callable[[str], None],
 ) -> int:
     log = ctx.logger
-    agent_rows = [
-        dict(
-            agent_id=a.agent_id,
-            agent_type=a.agent_type,
-            birth_step=0,
-            position_x=a.x,
-            position_y=a.y,
-            initial_resources=a.resources,
-            starting_health=a.health,
-            starvation_threshold=world.starvation_threshold,
-            genome_id=a.genome_id,
-            generation=0,
-            parent_ids=[],
-        )
-        for a in world.agents
-    ]
+    agent_rows = [_agent_row(world, a) for a in world.agents]
     await log.log_agents(agent_rows)
     rows = len(agent_rows)
     deaths: dict[str, int] = {}
     decisions: list[AgentDecisionCreate] = []
     for step in range(steps):
         rec = world.step()
-        births = [
-            dict(
-                agent_id=a.agent_id,
-                agent_type=a.agent_type,
-                birth_step=step,
-                position_x=a.x,
-                position_y=a.y,
-                initial_resources=a.resources,
-                starting_health=a.health,
-                starvation_threshold=world.starvation_threshold,
-                genome_id=a.genome_id,
-                generation=a.generation,
-                parent_ids=a.parent_ids,
-            )
-            for a in rec.births
-        ]
+        births = [_agent_row(world, a) for a in rec.births]
         if births:
             await log.log_agents(births)
         deaths.update({a.agent_id: step for a in rec.deaths})

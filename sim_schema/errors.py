@@ -110,3 +110,7 @@ class AlreadyExists(SimSchemaError):
 
 class ArchiveRefused(SimSchemaError):
     """An archive's export is incomplete or unverified, so nothing was deleted."""
+
+
+class DatabaseTimeout(SimSchemaError):
+    """A statement hit `statement_timeout` or `lock_timeout`; nothing of it was written."""

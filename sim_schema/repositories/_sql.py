@@ -18,7 +18,7 @@ from psycopg.abc import Params
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from ..errors import AlreadyExists, NotFound, ValidationError
+from ..errors import AlreadyExists, DatabaseTimeout, NotFound, ValidationError
 from ..models import Record
 
 R = TypeVar("R", bound=Record)
@@ -117,6 +117,19 @@ def translated() -> Iterator[None]:
     except pg_errors.UniqueViolation as exc:
         detail = exc.diag.message_detail or exc.diag.constraint_name or ""
         raise AlreadyExists(f"{exc.diag.table_name}: {detail}".rstrip(": ")) from None
+    except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable) as exc:
+        raise DatabaseTimeout(f"nothing written: {exc.diag.message_primary or exc}") from None
+    except psycopg.DataError as exc:
+        # Values PostgreSQL cannot store (NUL characters, NaN in JSON, out-of-range
+        # numbers), refused by psycopg before sending or by the server. Server errors name
+        # the table and column when they can; client-side ones cannot.
+        diag = exc.diag
+        raise ValidationError(
+            diag.table_name or "?",
+            row,
+            diag.column_name or "?",
+            (diag.message_primary or str(exc)).strip(),
+        ) from None
 
 
 def _not_found(exc: pg_errors.ForeignKeyViolation) -> NotFound:
