@@ -301,13 +301,8 @@ def sqlite_count(path: Path) -> int:
 
 ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     # name: (indexes/constraints dropped for the run, FK triggers skipped)
-    "as is (2 FKs, pkey, agent_idx)": ((), False),
+    "as is (FK to agents, pkey, agent_idx)": ((), False),
     "without FK checks": ((), True),
-    "without FK to simulations (agents FK kept)": (("agent_states_simulation_id_fkey",), False),
-    "without FK to agents (simulations FK kept)": (
-        ("agent_states_simulation_id_agent_id_fkey",),
-        False,
-    ),
     "without agent_states_agent_idx": (("agent_states_agent_idx",), False),
     "without FK checks and agent_idx": (("agent_states_agent_idx",), True),
     "heap only (no FK checks, no index)": (("agent_states_agent_idx", "agent_states_pkey"), True),

@@ -283,14 +283,14 @@ def _reject(table: str, row: int, column: str, reason: str) -> ValidationError:
     return ValidationError(table, row, column, reason)
 
 
-def _nul_in_json(value: Any) -> bool:
+def nul_in_json(value: Any) -> bool:
     """Whether a real NUL character is in a string or key (not an escaped backslash + u0000)."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_nul_in_json(k) or _nul_in_json(v) for k, v in value.items())
+        return any(nul_in_json(k) or nul_in_json(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return any(_nul_in_json(v) for v in value)
+        return any(nul_in_json(v) for v in value)
     return False
 
 
@@ -317,7 +317,7 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
                 raise _reject(table, i, name, f"not storable as JSON: {exc}") from None
             except TypeError as exc:
                 raise _reject(table, i, name, f"not JSON-serializable: {exc}") from None
-            if "\\u0000" in text and _nul_in_json(v):
+            if "\\u0000" in text and nul_in_json(v):
                 raise _reject(table, i, name, "NUL character (\\u0000) in a JSON string")
             append(JsonText(text))
         return out

@@ -18,7 +18,7 @@ from sim_schema.models import AgentCreate, SimulationStep
     [
         ("name", "nul\x00inside", "NUL"),
         ("profile", {"x": math.nan}, "json"),
-        ("profile", {"x": "nul\x00inside"}, "Unicode"),
+        ("profile", {"x": "nul\x00inside"}, "NUL"),
         ("starvation_threshold", 2**40, "out of range"),
     ],
 )
@@ -30,7 +30,7 @@ async def test_agent_with_unstorable_value_is_refused_and_nothing_written(
     with pytest.raises(ValidationError) as caught:
         await repo.register_agent(aconn, agent)
     assert reason.lower() in str(caught.value).lower()
-    assert caught.value.row == 0
+    assert (caught.value.table, caught.value.row, caught.value.field) == ("agents", 0, field)
     assert await repo.find_agent(aconn, "s1", "a1") is None
 
 
@@ -43,4 +43,5 @@ async def test_step_metric_out_of_range_names_the_table(
             aconn, SimulationStep(simulation_id="s1", step=0, total_agents=2**31)
         )
     assert "out of range" in str(caught.value)
+    assert (caught.value.table, caught.value.field) == ("simulation_steps", "total_agents")
     assert await repo.list_step_metrics(aconn, "s1") == []

@@ -6,6 +6,7 @@ never from callers; values are always bound parameters.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from psycopg.abc import Params
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from ..copy import nul_in_json
 from ..errors import AlreadyExists, DatabaseTimeout, NotFound, ValidationError
 from ..models import Record
 
@@ -52,12 +54,46 @@ def json_value(value: Any) -> Any:
     return None if value is None else Jsonb(value)
 
 
+# Identity columns are bigint; every other integer column of the schema is integer.
+_BIGINT_FIELDS = frozenset({"action_id", "experience_id", "incident_id", "interaction_id"})
+_INT4, _INT8 = 2**31, 2**63
+
+
 def row_values(record: Record, names: Sequence[str]) -> list[Any]:
-    """The record's values for `names`, JSONB columns wrapped for psycopg."""
+    """The record's values for `names`, JSONB columns wrapped for psycopg.
+
+    Values PostgreSQL cannot store are refused here, naming the field, before anything
+    is sent (the COPY writer applies the same rules to its batches).
+    """
     json_fields = type(record).json_fields
-    return [
-        json_value(getattr(record, n)) if n in json_fields else getattr(record, n) for n in names
-    ]
+    values = []
+    for n in names:
+        value = getattr(record, n)
+        problem = _unstorable(n, value, n in json_fields)
+        if problem:
+            raise ValidationError(type(record).table, 0, n, problem)
+        values.append(json_value(value) if n in json_fields else value)
+    return values
+
+
+def _unstorable(name: str, value: Any, is_json: bool) -> str | None:
+    if is_json:
+        if value is None:
+            return None
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            return "NaN and Infinity are not valid JSON"
+        except TypeError as exc:
+            return f"not JSON-serializable: {exc}"
+        return "JSON cannot contain NUL (\\u0000) characters" if nul_in_json(value) else None
+    if isinstance(value, str) and "\x00" in value:
+        return "text cannot contain NUL (0x00) characters"
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = _INT8 if name in _BIGINT_FIELDS else _INT4
+        if not -limit <= value < limit:
+            return f"{value} is out of range for {'bigint' if limit == _INT8 else 'integer'}"
+    return None
 
 
 def insert_sql(
