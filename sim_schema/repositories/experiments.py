@@ -56,6 +56,11 @@ def _params(
     )
 
 
+async def _insert(conn: Conn, params: tuple[Any, ...]) -> Experiment | None:
+    """INSERT ... ON CONFLICT DO NOTHING: the new experiment, or None if the id is taken."""
+    return await fetch_one(conn, Experiment, _INSERT, params)
+
+
 async def create_experiment(
     conn: Conn,
     experiment_id: str,
@@ -69,10 +74,12 @@ async def create_experiment(
     folder_path: str | None = None,
 ) -> Experiment:
     """A new experiment in status ``created``; `AlreadyExists` if the id is taken."""
-    params = _params(
-        experiment_id, name, description, hypothesis, variables, tags, metadata, folder_path
+    row = await _insert(
+        conn,
+        _params(
+            experiment_id, name, description, hypothesis, variables, tags, metadata, folder_path
+        ),
     )
-    row = await fetch_one(conn, Experiment, _INSERT, params)
     if row is None:
         raise AlreadyExists(f"experiment {experiment_id!r} already exists")
     return row
@@ -91,10 +98,12 @@ async def get_or_create_experiment(
     folder_path: str | None = None,
 ) -> Experiment:
     """The experiment with this id, created as given if missing (an existing one is unchanged)."""
-    params = _params(
-        experiment_id, name, description, hypothesis, variables, tags, metadata, folder_path
+    row = await _insert(
+        conn,
+        _params(
+            experiment_id, name, description, hypothesis, variables, tags, metadata, folder_path
+        ),
     )
-    row = await fetch_one(conn, Experiment, _INSERT, params)
     return row if row is not None else await get_experiment(conn, experiment_id)
 
 
