@@ -6,7 +6,9 @@ is in the `ingest_batches` ledger, written in the same transaction); memory is b
 `max_pending` rows (buffered + queued + in flight), `log_*` waits when it is reached; a
 permanent failure is raised on the next call, `flush()` or `close()` as `IngestError`
 holding the unwritten rows. One writer task per logger writes batches in order, so agents
-are always written before the rows that reference them.
+are always written before the rows that reference them; batches of one table that queue up
+behind a busy writer share one transaction (each keeps its ledger row). JSON values are
+encoded when they are logged, so later changes to a logged dict are not written.
 
 `SyncSimulationLogger` gives the same guarantees to synchronous code: the async logger runs
 in an event loop on a background thread, rows are handed over in small chunks.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import threading
@@ -29,13 +32,17 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
-from .copy import AGENT_DEPENDENT, SPECS, BulkWriter, Row, locate_row, validate
-from .errors import ConnectionFailed, IngestError, SimSchemaError, ValidationError
+from .copy import BulkWriter, CopyBatch, locate_row
+from .errors import ConnectionFailed, IngestError, SimSchemaError
 from .ids import uuid7
 from .settings import Settings
+from .specs import AGENT_DEPENDENT, SPECS, Row
 from .store import Store
+from .validation import decode_json, encode_json
 
 log = logging.getLogger(__name__)
+
+TURN_ROWS = 100  # rows the producer encodes and buffers between two turns for the writer
 
 T = TypeVar("T")
 _Done = TypeVar("_Done")
@@ -65,13 +72,41 @@ class _Batch:
     number: int
     batch_id: uuid.UUID
     rows: list[Row]
-    ready: list[Row] | None = None  # the rows as validated and encoded for COPY
-    invalid: ValidationError | None = None
 
 
 def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
+    """Rows as the caller logged them (JSON values decoded back), for an IngestError."""
     names = SPECS[table].names
-    return [dict(zip(names, r, strict=True)) for r in rows]
+    return [dict(zip(names, decode_json(table, r), strict=True)) for r in rows]
+
+
+class _HeldConnection:
+    """A pool connection kept by the writer while batches keep coming, so a busy writer
+    pays the pool's checkout and liveness round trip once, not once per transaction.
+    Given back when the queue is empty and after any failure."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def get(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None:
+            stack = contextlib.AsyncExitStack()
+            self._conn = await stack.enter_async_context(self._store.connection())
+            self._stack = stack
+        return self._conn
+
+    async def release(self) -> None:
+        stack, self._stack, self._conn = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> _HeldConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
 
 
 class _RowLogger(Generic[_Done, _Id, _Ids]):
@@ -93,8 +128,7 @@ class _RowLogger(Generic[_Done, _Id, _Ids]):
 
     def log_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> _Done:
         """Rows of any bulk table as mappings of column name to value."""
-        spec = SPECS[table]
-        return self._put(table, [spec.row(self.simulation_id, r) for r in rows])
+        return self._put(table, SPECS[table].rows(self.simulation_id, rows))
 
     def log_agent(
         self,
@@ -313,7 +347,7 @@ class SimulationLogger(
             raise SimSchemaError(f"buffer_size must be >= 1, got {buffer_size}")
         if flush_interval <= 0:
             raise SimSchemaError(f"flush_interval must be > 0, got {flush_interval}")
-        max_pending = 10 * buffer_size if max_pending is None else max_pending
+        max_pending = 50 * buffer_size if max_pending is None else max_pending
         if max_pending < buffer_size:
             raise SimSchemaError(
                 f"max_pending ({max_pending}) must be >= buffer_size ({buffer_size})"
@@ -349,19 +383,33 @@ class SimulationLogger(
     # -- producer side ---------------------------------------------------------------
 
     def _put(self, table: str, rows: list[Row]) -> Awaitable[None]:
-        return self._add(table, rows)
+        return self._take(table, rows)
 
     def _put_id(self, table: str, row: Row, value: uuid.UUID) -> Awaitable[uuid.UUID]:
-        return self._add_returning(table, [row], value)
+        return self._take_returning(table, [row], value)
 
     def _put_ids(
         self, table: str, rows: list[Row], values: list[uuid.UUID]
     ) -> Awaitable[list[uuid.UUID]]:
-        return self._add_returning(table, rows, values)
+        return self._take_returning(table, rows, values)
 
-    async def _add_returning(self, table: str, rows: list[Row], value: T) -> T:
-        await self._add(table, rows)
+    async def _take_returning(self, table: str, rows: list[Row], value: T) -> T:
+        await self._take(table, rows)
         return value
+
+    async def _take(self, table: str, rows: list[Row]) -> None:
+        """Encode the JSON of rows just logged and buffer them, `TURN_ROWS` at a time.
+
+        While the writer has work, it gets a turn between two parts: encoding a large call
+        in one go would keep its next command to the server waiting (the server idles
+        meanwhile). A pending failure is raised before anything is taken.
+        """
+        self._check_usable(True)
+        for start in range(0, len(rows), TURN_ROWS):
+            if start and self._queue:
+                await asyncio.sleep(0)
+            part = encode_json(table, rows[start : start + TURN_ROWS])
+            await self._add(table, part, report=False)
 
     async def _add(self, table: str, rows: list[Row], *, report: bool = True) -> None:
         """Buffer rows (waiting for room); `report` raises a pending failure first."""
@@ -385,6 +433,9 @@ class SimulationLogger(
             i += take
             if len(buf) >= size:
                 self._seal(table)
+                # A turn for the writer: a producer that never awaits would hold the event
+                # loop while the writer's next command to the server waits to be sent.
+                await asyncio.sleep(0)
 
     async def add_many(self, tables: Mapping[str, list[Row]]) -> None:
         """Rows of several tables, in the given table order (the sync facade's hand-over).
@@ -432,12 +483,6 @@ class SimulationLogger(
         self._born.pop(table, None)
         self._sealed += 1
         batch = _Batch(table, self._sealed, uuid.uuid4(), rows)
-        # Validated here, by the producer, so the work overlaps the writer's wait on the
-        # server for the previous batch instead of delaying this batch's COPY.
-        try:
-            batch.ready = validate(table, self.simulation_id, rows)
-        except ValidationError as exc:
-            batch.invalid = exc
         self._queue.append(batch)
         self._wakeup.set()
 
@@ -468,12 +513,16 @@ class SimulationLogger(
         while True:
             timeout = self._seal_aged()
             if self._queue:
-                batch = self._queue[0]
-                await self._write(batch)
-                self._queue.popleft()
-                self._pending -= len(batch.rows)
-                self._done = batch.number
-                self._notify()
+                async with _HeldConnection(self.store) as held:
+                    while self._queue:
+                        group = self._next_group()
+                        await self._write(group, held)
+                        for batch in group:
+                            self._queue.popleft()
+                            self._pending -= len(batch.rows)
+                        self._done = group[-1].number
+                        self._notify()
+                        self._seal_aged()
                 continue
             if self._closing:
                 return
@@ -481,26 +530,47 @@ class SimulationLogger(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
+    def _next_group(self) -> list[_Batch]:
+        """The queued batches that share one transaction: those of the first one's table,
+        up to the next batch of another table (which keeps agents before their rows) and
+        to half of `max_pending` rows.
+
+        Under load the queue holds several batches, so the per-transaction round trips and
+        commit are paid once for all of them; a lone batch is written alone, at once. The
+        half leaves the producer room to fill the next group while this one is written.
+        """
+        first = self._queue[0]
+        group, rows = [first], len(first.rows)
+        for batch in itertools.islice(self._queue, 1, None):
+            rows += len(batch.rows)
+            if batch.table != first.table or rows > self.max_pending // 2:
+                break
+            group.append(batch)
+        return group
+
     def _notify(self) -> None:
         event, self._progress = self._progress, asyncio.Event()
         event.set()
 
-    async def _write(self, batch: _Batch) -> None:
-        ready = batch.ready
-        if ready is None:
-            self._fail(batch, batch.invalid or SimSchemaError("batch was never validated"))
-            return
+    async def _write(self, group: list[_Batch], held: _HeldConnection) -> None:
+        """Write a group in one transaction, retrying transient failures.
+
+        A permanent failure of a group of several batches is retried one batch at a time,
+        so the batches that can be written are, and the error names the batch at fault.
+        """
+        table = group[0].table
+        batches = [CopyBatch(b.batch_id, b.rows, json_encoded=True) for b in group]
         policy = self.retry
         delay, started = policy.initial_delay, time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self.store.connection() as conn:
-                    written = await self._writer.write(
-                        conn, batch.table, self.simulation_id, batch.batch_id, ready
-                    )
+                written = await self._writer.write_many(
+                    await held.get(), table, self.simulation_id, batches
+                )
             except Exception as exc:
+                await held.release()  # the next attempt starts on a checked connection
                 elapsed = time.monotonic() - started
                 if (
                     policy.is_transient(exc)
@@ -508,27 +578,32 @@ class SimulationLogger(
                     and elapsed + delay <= policy.timeout
                 ):
                     log.warning(
-                        "simulation %s: %s batch %d attempt %d failed, retrying in %.2fs: %s",
-                        self.simulation_id, batch.table, batch.number, attempt, delay, exc,
+                        "simulation %s: %s batches %d-%d attempt %d failed, retrying in %.2fs: %s",
+                        self.simulation_id, table, group[0].number, group[-1].number, attempt,
+                        delay, exc,
                     )  # fmt: skip
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
                     delay = min(delay * 2, policy.max_delay)
                     continue
+                if len(group) > 1:
+                    for batch in group:
+                        await self._write([batch], held)
+                    return
+                batch = group[0]
                 located = (
-                    locate_row(batch.table, batch.rows, exc)
-                    if isinstance(exc, psycopg.Error)
-                    else None
+                    locate_row(table, batch.rows, exc) if isinstance(exc, psycopg.Error) else None
                 )
                 self._fail(batch, located or exc)
                 return
-            if written:
-                self.rows_written += len(batch.rows)
-            else:
-                self.batches_replayed += 1
-                log.info(
-                    "simulation %s: %s batch %d was already committed (lost acknowledgement)",
-                    self.simulation_id, batch.table, batch.number,
-                )  # fmt: skip
+            for batch, now in zip(group, written, strict=True):
+                if now:
+                    self.rows_written += len(batch.rows)
+                else:
+                    self.batches_replayed += 1
+                    log.info(
+                        "simulation %s: %s batch %d was already committed (lost acknowledgement)",
+                        self.simulation_id, table, batch.number,
+                    )  # fmt: skip
             return
 
     def _fail(self, batch: _Batch, cause: BaseException) -> None:
@@ -649,7 +724,7 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
             raise SimSchemaError(f"the logger of simulation {self.simulation_id!r} is closed")
         if not self._local_rows:
             self._local_born = time.monotonic()
-        self._local.setdefault(table, []).extend(rows)
+        self._local.setdefault(table, []).extend(encode_json(table, rows))
         self._local_rows += len(rows)
         if (
             self._local_rows >= self._handoff

@@ -11,8 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sim_schema.copy import SPECS, copy_rows, validate
+from sim_schema.copy import BulkWriter, CopyBatch, copy_rows
 from sim_schema.errors import ValidationError
+from sim_schema.specs import SPECS
+from sim_schema.validation import VALIDATION_STEP, validate
 
 SIM = "sim-copy"
 
@@ -214,3 +216,54 @@ async def test_numpy_and_enum_values_are_made_native(sim: psycopg.AsyncConnectio
     )
     with pytest.raises(ValidationError, match="JSON"):
         validate("agent_states", SIM, [bad])
+
+
+async def test_bad_row_in_a_later_validation_step_names_its_row_and_writes_nothing(
+    sim: psycopg.AsyncConnection[Any],
+) -> None:
+    """Validation streams with the COPY: earlier steps are already sent when a later one
+    fails; the transaction is rolled back and the row index counts from the batch start."""
+    n = 3 * VALIDATION_STEP + 7
+    rows = [SPECS["agent_states"].row(SIM, {"step": i, "agent_id": "a1"}) for i in range(n)]
+    bad = 2 * VALIDATION_STEP + 5
+    rows[bad] = SPECS["agent_states"].row(SIM, {"step": bad, "agent_id": "a1", "age": -3})
+    with pytest.raises(ValidationError) as info:
+        await copy_rows(sim, "agent_states", SIM, rows)
+    assert (info.value.row, info.value.field) == (bad, "age")
+    cur = await sim.execute(
+        "SELECT (SELECT count(*) FROM agent_states), (SELECT count(*) FROM ingest_batches"
+        " WHERE table_name = 'agent_states')"
+    )
+    assert await cur.fetchone() == (0, 0)
+    with pytest.raises(ValidationError) as info:
+        validate("agent_states", SIM, rows[VALIDATION_STEP:], start=VALIDATION_STEP)
+    assert info.value.row == bad
+
+
+async def test_write_many_one_transaction_each_batch_in_the_ledger(
+    sim: psycopg.AsyncConnection[Any],
+) -> None:
+    def batch(first: int) -> list[tuple[Any, ...]]:
+        return [
+            SPECS["agent_states"].row(SIM, {"step": first + i, "agent_id": "a0", "extras": {}})
+            for i in range(4)
+        ]
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    first = [
+        CopyBatch(ids[0], batch(0)),
+        CopyBatch(ids[1], batch(4)),
+    ]
+    assert await BulkWriter().write_many(sim, "agent_states", SIM, first) == [True, True]
+    # a replay of the first transaction together with a new batch: only the new one is written
+    again = [*first, CopyBatch(ids[2], batch(8))]
+    assert await BulkWriter().write_many(sim, "agent_states", SIM, again) == [False, False, True]
+    cur = await sim.execute(
+        "SELECT count(*), count(DISTINCT xmin::text), min(step), max(step) FROM agent_states"
+    )
+    assert await cur.fetchone() == (12, 2, 0, 11)
+    cur = await sim.execute(
+        "SELECT batch_id, row_count FROM ingest_batches WHERE table_name = 'agent_states'"
+        " ORDER BY committed_at, batch_id"
+    )
+    assert sorted(await cur.fetchall()) == sorted((i, 4) for i in ids)

@@ -20,10 +20,11 @@ from psycopg import sql
 
 from sim_schema import queries
 from sim_schema import repositories as repo
-from sim_schema.copy import SPECS, copy_rows
+from sim_schema.copy import copy_rows
 from sim_schema.errors import ConfigurationError, NotFound, SimSchemaError
 from sim_schema.export import export, validate_tables
 from sim_schema.settings import Settings
+from sim_schema.specs import SPECS
 from sim_schema.store import Store
 
 PAYLOADS = [

@@ -304,3 +304,94 @@ async def test_duplicate_agent_names_the_later_row(
     await logger.close()
     cur = await aconn.execute("SELECT agent_id FROM agents ORDER BY agent_id")
     assert await cur.fetchall() == [("a0",)]
+
+
+async def _log_while_copy_blocked(
+    dsn: str,
+    aconn: psycopg.AsyncConnection[Any],
+    logger: SimulationLogger,
+    rows: list[tuple[int, str, int]],
+) -> None:
+    """Log `rows` (step, agent, age) while a lock holds the writer's first COPY, so the
+    batches sealed meanwhile queue up; then let the writer go."""
+    async with await psycopg.AsyncConnection.connect(dsn, options="-c search_path=sim") as locker:
+        await locker.execute("LOCK TABLE agent_states IN SHARE MODE")
+        for step, agent, age in rows:
+            await logger.log_agent_state(step, agent, age=age)
+        await until(lambda: _waiting_copy(aconn))
+        await locker.rollback()
+
+
+async def test_queued_batches_share_one_transaction(
+    store: Store, aconn: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    await new_sim(aconn, "s", agents=2)
+    logger = SimulationLogger(store, "s", buffer_size=10, max_pending=1000, flush_interval=3600)
+    await _log_while_copy_blocked(dsn, aconn, logger, [(i, f"a{i % 2}", i) for i in range(120)])
+    await logger.close()
+    assert logger.errors == [] and logger.rows_written == 120
+    cur = await aconn.execute(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM agent_states WHERE simulation_id = 's'"
+    )
+    rows, transactions = await cur.fetchone() or (0, 0)
+    cur = await aconn.execute("SELECT count(*), sum(row_count) FROM ingest_batches")
+    assert await cur.fetchone() == (12, 120)  # one ledger row per batch
+    assert rows == 120 and transactions < 12  # but fewer transactions than batches
+
+
+async def test_invalid_batch_in_a_group_fails_alone(
+    store: Store, aconn: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    await new_sim(aconn, "s", agents=2)
+    logger = SimulationLogger(store, "s", buffer_size=10, max_pending=1000, flush_interval=3600)
+    rows = [(i, f"a{i % 2}", -1 if i == 57 else i) for i in range(120)]  # age >= 0
+    await _log_while_copy_blocked(dsn, aconn, logger, rows)
+    with pytest.raises(IngestError) as info:
+        await logger.close()
+    error = info.value
+    assert (error.table, error.batch) == ("agent_states", 6)  # rows 50-59
+    assert isinstance(error.cause, ValidationError)
+    assert (error.cause.row, error.cause.field) == (7, "age")
+    assert [r["step"] for r in error.rows] == list(range(50, 60))  # type: ignore[index]
+    assert len(logger.errors) == 1
+    assert await count(aconn, "agent_states", "s") == 110
+
+
+async def test_json_is_the_value_at_log_time(
+    store: Store, aconn: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    """A simulation that updates an agent's memory in place logs each step's state."""
+    await new_sim(aconn, "s", agents=1)
+    memory: dict[str, Any] = {"visits": []}
+    async with SimulationLogger(store, "s", buffer_size=100) as logger:
+        for step in range(3):
+            memory["visits"].append(step)
+            await logger.log_agent_state(step, "a0", memory=memory)
+    cur = await aconn.execute("SELECT memory FROM agent_states ORDER BY step")
+    assert [r[0] for r in await cur.fetchall()] == [
+        {"visits": [0]},
+        {"visits": [0, 1]},
+        {"visits": [0, 1, 2]},
+    ]
+    with SyncSimulationLogger("s", settings=Settings(dsn=dsn), buffer_size=100) as sync_log:
+        memory["visits"] = ["sync"]
+        sync_log.log_agent_state(3, "a0", memory=memory)
+        memory["visits"].append("changed")
+    cur = await aconn.execute("SELECT memory FROM agent_states WHERE step = 3")
+    assert await cur.fetchone() == ({"visits": ["sync"]},)
+
+
+async def test_bytes_in_a_json_column_are_refused_not_sent(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """Encoded JSON travels as bytes inside the logger; bytes the caller passes do not."""
+    await new_sim(aconn, "s", agents=1)
+    logger = SimulationLogger(store, "s", buffer_size=100)
+    await logger.log_agent_state(0, "a0", memory=b"\x01{}")
+    await logger.log_agent_state(1, "a0", memory={"ok": 1})
+    with pytest.raises(IngestError) as info:
+        await logger.close()
+    assert isinstance(info.value.cause, ValidationError)
+    assert (info.value.cause.row, info.value.cause.field) == (0, "memory")
+    assert "JSON-serializable" in info.value.cause.reason
+    assert [r["memory"] for r in info.value.rows] == [b"\x01{}", {"ok": 1}]  # type: ignore[index]

@@ -19,9 +19,9 @@ from psycopg.abc import Params
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from ..copy import nul_in_json
 from ..errors import AlreadyExists, DatabaseTimeout, NotFound, ValidationError
 from ..models import Record
+from ..validation import nul_in_json
 
 R = TypeVar("R", bound=Record)
 
