@@ -301,11 +301,11 @@ def sqlite_count(path: Path) -> int:
 
 ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     # name: (indexes/constraints dropped for the run, FK triggers skipped)
-    "as is (FK to agents, pkey, agent_idx)": ((), False),
+    "as is (FK to agents, pkey, by_agent_idx)": ((), False),
     "without FK checks": ((), True),
-    "without agent_states_agent_idx": (("agent_states_agent_idx",), False),
-    "without FK checks and agent_idx": (("agent_states_agent_idx",), True),
-    "heap only (no FK checks, no index)": (("agent_states_agent_idx", "agent_states_pkey"), True),
+    "without agent_states_by_agent_idx": (("agent_states_by_agent_idx",), False),
+    "without FK checks and by_agent_idx": (("agent_states_by_agent_idx",), True),
+    "heap only (no FK checks, no index)": (("agent_states_by_agent_idx", "agent_states_pkey"), True),
 }
 
 

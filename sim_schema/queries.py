@@ -247,7 +247,7 @@ def agent_history(
     start_step: int | None = None,
     end_step: int | None = None,
 ) -> AsyncGenerator[AgentState, None]:
-    """An agent's states in step order (index agent_states_agent_idx), streamed."""
+    """An agent's states in step order (index agent_states_by_agent_idx), streamed."""
     bounds, extra = _step_range(start_step, end_step)
     query = sql.SQL(
         "SELECT " + _STATE_COLUMNS + " FROM agent_states"

@@ -218,7 +218,7 @@ def test_history_and_snapshot_plans_use_indexes(conn: psycopg.Connection[Any]) -
         "SELECT * FROM agent_states WHERE simulation_id = %s AND agent_id = %s ORDER BY step",
         ["bulk3", "a17"],
     )
-    assert "agent_states_agent_idx" in history, history
+    assert "agent_states_by_agent_idx" in history, history
     assert "Seq Scan" not in history, history
     snapshot = _plan(
         conn,
