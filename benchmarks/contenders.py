@@ -305,7 +305,10 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "without FK checks": ((), True),
     "without agent_states_by_agent_idx": (("agent_states_by_agent_idx",), False),
     "without FK checks and by_agent_idx": (("agent_states_by_agent_idx",), True),
-    "heap only (no FK checks, no index)": (("agent_states_by_agent_idx", "agent_states_pkey"), True),
+    "heap only (no FK checks, no index)": (
+        ("agent_states_by_agent_idx", "agent_states_pkey"),
+        True,
+    ),
 }
 
 

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from .errors import ValidationError
+from .errors import SimSchemaError, ValidationError
 from .specs import SPECS, Row, TableSpec, spec_of
 from .validation import VALIDATION_STEP, validate
 
@@ -98,6 +98,8 @@ class BulkWriter:
         the start of its batch.
         """
         spec_of(table)
+        if len({b.batch_id for b in batches}) != len(batches):
+            raise SimSchemaError("two batches of one write_many call share a batch_id")
         async with conn.transaction():
             cur = await conn.execute(
                 _LEDGER,

@@ -80,35 +80,6 @@ def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
     return [dict(zip(names, decode_json(table, r), strict=True)) for r in rows]
 
 
-class _HeldConnection:
-    """A pool connection kept by the writer while batches keep coming, so a busy writer
-    pays the pool's checkout and liveness round trip once, not once per transaction.
-    Given back when the queue is empty and after any failure."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-
-    async def get(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None:
-            stack = contextlib.AsyncExitStack()
-            self._conn = await stack.enter_async_context(self._store.connection())
-            self._stack = stack
-        return self._conn
-
-    async def release(self) -> None:
-        stack, self._stack, self._conn = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
-    async def __aenter__(self) -> _HeldConnection:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.release()
-
-
 class _RowLogger(Generic[_Done, _Id, _Ids]):
     """The `log_*` API of every high-volume table, built on `_put` / `_put_ids`.
 
@@ -408,12 +379,11 @@ class SimulationLogger(
         for start in range(0, len(rows), TURN_ROWS):
             if start and self._queue:
                 await asyncio.sleep(0)
-            part = encode_json(table, rows[start : start + TURN_ROWS])
-            await self._add(table, part, report=False)
+            await self._add(table, encode_json(table, rows[start : start + TURN_ROWS]))
 
-    async def _add(self, table: str, rows: list[Row], *, report: bool = True) -> None:
-        """Buffer rows (waiting for room); `report` raises a pending failure first."""
-        self._check_usable(report)
+    async def _add(self, table: str, rows: list[Row]) -> None:
+        """Buffer rows whose JSON is encoded, waiting for room."""
+        self._check_usable(False)
         size = self.buffer_size
         i, n = 0, len(rows)
         while i < n:
@@ -437,13 +407,12 @@ class SimulationLogger(
                 # loop while the writer's next command to the server waits to be sent.
                 await asyncio.sleep(0)
 
-    async def add_many(self, tables: Mapping[str, list[Row]]) -> None:
-        """Rows of several tables, in the given table order (the sync facade's hand-over).
-
-        Every row is taken before a pending failure is raised: none of them is dropped.
-        """
+    async def _add_many(self, tables: Mapping[str, list[Row]]) -> None:
+        """Rows of several tables, JSON encoded, in the given table order (the sync
+        facade's hand-over). Every row is taken before a pending failure is raised: none
+        of them is dropped."""
         for table, rows in tables.items():
-            await self._add(table, rows, report=False)
+            await self._add(table, rows)
         self._check_usable(True)
 
     async def _wait_for_room(self, rows: int) -> None:
@@ -513,16 +482,13 @@ class SimulationLogger(
         while True:
             timeout = self._seal_aged()
             if self._queue:
-                async with _HeldConnection(self.store) as held:
-                    while self._queue:
-                        group = self._next_group()
-                        await self._write(group, held)
-                        for batch in group:
-                            self._queue.popleft()
-                            self._pending -= len(batch.rows)
-                        self._done = group[-1].number
-                        self._notify()
-                        self._seal_aged()
+                group = self._next_group()
+                await self._write(group)
+                for batch in group:
+                    self._queue.popleft()
+                    self._pending -= len(batch.rows)
+                self._done = group[-1].number
+                self._notify()
                 continue
             if self._closing:
                 return
@@ -552,7 +518,7 @@ class SimulationLogger(
         event, self._progress = self._progress, asyncio.Event()
         event.set()
 
-    async def _write(self, group: list[_Batch], held: _HeldConnection) -> None:
+    async def _write(self, group: list[_Batch]) -> None:
         """Write a group in one transaction, retrying transient failures.
 
         A permanent failure of a group of several batches is retried one batch at a time,
@@ -566,11 +532,11 @@ class SimulationLogger(
         while True:
             attempt += 1
             try:
-                written = await self._writer.write_many(
-                    await held.get(), table, self.simulation_id, batches
-                )
+                async with self.store.connection() as conn:
+                    written = await self._writer.write_many(
+                        conn, table, self.simulation_id, batches
+                    )
             except Exception as exc:
-                await held.release()  # the next attempt starts on a checked connection
                 elapsed = time.monotonic() - started
                 if (
                     policy.is_transient(exc)
@@ -585,15 +551,17 @@ class SimulationLogger(
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
                     delay = min(delay * 2, policy.max_delay)
                     continue
-                if len(group) > 1:
-                    for batch in group:
-                        await self._write([batch], held)
+                if len(group) > 1 and not policy.is_transient(exc):
+                    for batch in group:  # pin the failure to its batch; the others go in
+                        await self._write([batch])
                     return
-                batch = group[0]
-                located = (
-                    locate_row(table, batch.rows, exc) if isinstance(exc, psycopg.Error) else None
-                )
-                self._fail(batch, located or exc)
+                for batch in group:
+                    located = (
+                        locate_row(table, batch.rows, exc)
+                        if isinstance(exc, psycopg.Error)
+                        else None
+                    )
+                    self._fail(batch, located or exc)
                 return
             for batch, now in zip(group, written, strict=True):
                 if now:
@@ -746,7 +714,7 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
         ordered = {t: self._local[t] for t in SPECS if t in self._local}  # agents first
         self._local = {}
         self._local_rows = 0
-        self._call(self.logger.add_many(ordered))
+        self._call(self.logger._add_many(ordered))
 
     def flush(self) -> None:
         """Write everything logged so far (blocks); raises like `SimulationLogger.flush`."""

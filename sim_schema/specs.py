@@ -61,7 +61,7 @@ class TableSpec:
     def rows(self, simulation_id: str, mappings: Iterable[Mapping[str, Any]]) -> list[Row]:
         """`row` for many mappings; one C-level item lookup for those that name every column.
 
-        A mapping with exactly the table's keys (with or without `simulation_id`) cannot hold
+        A dict with exactly the table's keys (with or without `simulation_id`) cannot hold
         an unknown key, so only the others need `row`'s checks and defaults.
         """
         width = len(self.names)
@@ -70,7 +70,7 @@ class TableSpec:
         out: list[Row] = []
         append = out.append
         for m in mappings:
-            size = len(m)
+            size = len(m) if type(m) is dict else -1  # a defaultdict would invent values
             try:
                 if size == width:
                     append(every(m))

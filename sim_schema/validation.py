@@ -1,4 +1,4 @@
-"""Validation of bulk rows before COPY: every value checked, JSON serialized once.
+"""Validation of bulk rows on their way into COPY: every value checked, JSON serialized once.
 
 A batch is checked column by column. The common case (every value of a column already of
 the column's Python type) is decided with C-level passes over the column (`set(map(type,

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from sim_schema.copy import BulkWriter, CopyBatch, copy_rows
-from sim_schema.errors import ValidationError
+from sim_schema.errors import SimSchemaError, ValidationError
 from sim_schema.specs import SPECS
 from sim_schema.validation import VALIDATION_STEP, validate
 
@@ -267,3 +267,5 @@ async def test_write_many_one_transaction_each_batch_in_the_ledger(
         " ORDER BY committed_at, batch_id"
     )
     assert sorted(await cur.fetchall()) == sorted((i, 4) for i in ids)
+    with pytest.raises(SimSchemaError, match="share a batch_id"):
+        await BulkWriter().write_many(sim, "agent_states", SIM, [first[0], first[0]])

@@ -3,6 +3,7 @@ or would convert; mappings become the same row tuples on the fast and the slow p
 
 from __future__ import annotations
 
+import collections
 import uuid
 from typing import Any
 
@@ -85,6 +86,9 @@ def test_rows_from_mappings_match_row_by_row() -> None:
     assert spec.rows("s", MAPPINGS) == [spec.row("s", m) for m in MAPPINGS]
     with pytest.raises(ValidationError, match="no such column"):
         spec.rows("s", [{"step": 1, "agent_id": "a", "colour": "red"}])
+    # a defaultdict must not invent values for missing keys or hide an unknown one
+    lenient = collections.defaultdict(lambda: "x", {"step": 1, "agent_id": "a"})
+    assert spec.rows("s", [lenient]) == [spec.row("s", {"step": 1, "agent_id": "a"})]
     # as many keys as the table has, one of them unknown: still refused
     wrong = {name: 0 for name in spec.names[1:-1]} | {"colour": 1, "simulation_id": "s"}
     with pytest.raises(ValidationError, match="no such column"):
