@@ -61,6 +61,20 @@ class StepRecord:
     environment: dict[str, Any] | None
 
 
+def _incident(
+    step: int, agent: Agent, health_before: float, cause: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    """A health_incidents row for `agent`, whose health has just changed."""
+    return {
+        "step": step,
+        "agent_id": agent.agent_id,
+        "health_before": health_before,
+        "health_after": agent.health,
+        "cause": cause,
+        "details": details,
+    }
+
+
 class World:
     def __init__(
         self,
@@ -157,14 +171,7 @@ class World:
                         attacks_ok += int(not other.defending)
                         reward = 1.0 if not other.defending else -0.5
                         rec.incidents.append(
-                            dict(
-                                step=step,
-                                agent_id=other.agent_id,
-                                health_before=h0,
-                                health_after=other.health,
-                                cause="attack",
-                                details={"attacker": agent.agent_id},
-                            )
+                            _incident(step, other, h0, "attack", {"attacker": agent.agent_id})
                         )
                     rec.interactions.append(
                         dict(
@@ -193,16 +200,7 @@ class World:
                 agent.hungry_steps += 1
                 h0 = agent.health
                 agent.health = max(0.0, agent.health - 12.0)
-                rec.incidents.append(
-                    dict(
-                        step=step,
-                        agent_id=agent.agent_id,
-                        health_before=h0,
-                        health_after=agent.health,
-                        cause="starvation",
-                        details={},
-                    )
-                )
+                rec.incidents.append(_incident(step, agent, h0, "starvation", {}))
             else:
                 agent.hungry_steps = 0
             agent.age += 1
