@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -60,11 +61,15 @@ class Settings(BaseModel):
                 application_name=self.application_name,
             )
         except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(f"invalid DSN: {redact_message(str(exc).strip())}") from None
+            raise ConfigurationError(f"invalid DSN: {parse_error_reason(str(exc))}") from None
 
     def describe(self) -> str:
         """Where we connect, safe to print."""
         return redact_dsn(self.dsn or "") or "(libpq defaults / PG* environment)"
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (redact_dsn(value) if name == "dsn" and value else value)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -77,6 +82,31 @@ def redact_dsn(dsn: str) -> str:
         return "<unparseable DSN>"
     params.pop("password", None)
     return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+# libpq's DSN parse errors quote the part of the DSN they choke on, and that part can be
+# the password (`invalid percent-encoded token: "S3cret%zz"`): only the words before the
+# first quote are kept, with a fixed explanation for the messages we know.
+_PARSE_ERRORS = (
+    ("invalid percent-encoded token", "a % not followed by two hex digits (write % as %25)"),
+    ("end of string reached when looking for matching", "an IPv6 host without its closing ]"),
+    ("missing \"=\" after", "a key without \"=value\" (use key=value pairs or a URI)"),
+    ("unterminated quoted string", "an unterminated quoted value"),
+    ("invalid connection option", "an unknown connection option"),
+    ("invalid URI query parameter", "an unknown URI query parameter"),
+    ("unexpected spaces found", "spaces in the URI (percent-encode them as %20)"),
+    ("invalid integer value", "a non-integer value for an integer option"),
+)
+
+
+def parse_error_reason(message: str) -> str:
+    """libpq's reason for refusing a DSN, without any part of the DSN itself."""
+    text = " ".join(message.split())
+    for start, reason in _PARSE_ERRORS:
+        if text.startswith(start):
+            return f"{reason} (the DSN is not shown: it may hold a password)"
+    words = text.split('"', 1)[0].rstrip(" :") or "unparseable"
+    return f"{words} (the DSN is not shown: it may hold a password)"
 
 
 def redact_message(message: str, dsn: str | None = None) -> str:
