@@ -4,6 +4,11 @@
 A delete is one `DELETE` on the parent row, and `ON DELETE CASCADE` removes the rest in the
 same transaction: it row-locks only that simulation's rows, so other simulations keep
 logging while it runs.
+
+Every function is written once as work (`sim_schema.ops`) and has a sync form (the CLI,
+deploy scripts) and an `_async` form (services): same statements, same checks. Each
+takes any idle connection and the module's schema; the connection is handed back as it
+was found.
 """
 
 from __future__ import annotations
@@ -13,86 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg import sql
 
-from .errors import ArchiveRefused, ConfigurationError, NotFound
-from .export import TABLES, Manifest, count_file_rows, export, file_sha256
-from .migration import split_statements
+from . import ops
+from .errors import ArchiveRefused, ConfigurationError, LifecycleError, NotFound
+from .export import TABLES, Manifest, count_file_rows, export_work, file_sha256
+from .migration import DEFAULT_SCHEMA, split_statements
 
 _ROLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
 _PSQL_VARIABLE = re.compile(r':"(role|schema)"')
-
-
-def row_counts(conn: psycopg.Connection[Any], simulation_ids: Sequence[str]) -> dict[str, int]:
-    """Rows per table that belong to these simulations."""
-    counts: dict[str, int] = {}
-    for table in TABLES:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE simulation_id = ANY(%s)").format(
-                sql.Identifier(table)
-            ),
-            (list(simulation_ids),),
-        ).fetchone()
-        counts[table] = int(row[0]) if row else 0
-    return counts
-
-
-def simulations_of(conn: psycopg.Connection[Any], experiment_id: str) -> list[str]:
-    """The experiment's simulation ids; `NotFound` if the experiment does not exist."""
-    if (
-        conn.execute(
-            "SELECT 1 FROM experiments WHERE experiment_id = %s", (experiment_id,)
-        ).fetchone()
-        is None
-    ):
-        raise NotFound(f"experiment {experiment_id!r} does not exist")
-    rows = conn.execute(
-        "SELECT simulation_id FROM simulations WHERE experiment_id = %s ORDER BY 1",
-        (experiment_id,),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def require_simulation(conn: psycopg.Connection[Any], simulation_id: str) -> None:
-    if (
-        conn.execute(
-            "SELECT 1 FROM simulations WHERE simulation_id = %s", (simulation_id,)
-        ).fetchone()
-        is None
-    ):
-        raise NotFound(f"simulation {simulation_id!r} does not exist")
-
-
-def delete_simulation(conn: psycopg.Connection[Any], simulation_id: str) -> dict[str, int]:
-    """Delete a simulation and all its rows; returns the rows deleted per table."""
-    with conn.transaction():
-        _lock_simulation(conn, simulation_id)
-        counts = row_counts(conn, [simulation_id])
-        conn.execute("DELETE FROM simulations WHERE simulation_id = %s", (simulation_id,))
-    return counts
-
-
-def delete_experiment(conn: psycopg.Connection[Any], experiment_id: str) -> dict[str, int]:
-    """Delete an experiment with all its simulations; returns the rows deleted per table."""
-    with conn.transaction():
-        found = conn.execute(
-            "SELECT 1 FROM experiments WHERE experiment_id = %s FOR UPDATE", (experiment_id,)
-        ).fetchone()
-        if found is None:
-            raise NotFound(f"experiment {experiment_id!r} does not exist")
-        ids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT simulation_id FROM simulations WHERE experiment_id = %s FOR UPDATE",
-                (experiment_id,),
-            )
-        ]
-        counts = {"experiments": 1, **row_counts(conn, ids)}
-        conn.execute("DELETE FROM experiments WHERE experiment_id = %s", (experiment_id,))
-    return counts
+_WHAT = "this operation"
 
 
 @dataclass(frozen=True)
@@ -102,6 +40,98 @@ class ArchiveResult:
     deleted: dict[str, int]
 
 
+# --- sync and async forms ------------------------------------------------------------------
+
+
+def row_counts(
+    conn: psycopg.Connection[Any], simulation_ids: Sequence[str], *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, int]:
+    """Rows per table that belong to these simulations."""
+    work = _read(schema, _row_counts(list(simulation_ids)))
+    return cast(dict[str, int], ops.run_borrowed(conn, work, what=_WHAT))
+
+
+async def row_counts_async(
+    conn: psycopg.AsyncConnection[Any],
+    simulation_ids: Sequence[str],
+    *,
+    schema: str = DEFAULT_SCHEMA,
+) -> dict[str, int]:
+    work = _read(schema, _row_counts(list(simulation_ids)))
+    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what=_WHAT))
+
+
+def simulations_of(
+    conn: psycopg.Connection[Any], experiment_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> list[str]:
+    """The experiment's simulation ids; `NotFound` if the experiment does not exist."""
+    work = _read(schema, _simulations_of(experiment_id, lock=False))
+    return cast(list[str], ops.run_borrowed(conn, work, what=_WHAT))
+
+
+async def simulations_of_async(
+    conn: psycopg.AsyncConnection[Any], experiment_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> list[str]:
+    work = _read(schema, _simulations_of(experiment_id, lock=False))
+    return cast(list[str], await ops.run_borrowed_async(conn, work, what=_WHAT))
+
+
+def require_simulation(
+    conn: psycopg.Connection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> None:
+    """`NotFound` unless the simulation exists."""
+    ops.run_borrowed(conn, _read(schema, _require_simulation(simulation_id)), what=_WHAT)
+
+
+async def require_simulation_async(
+    conn: psycopg.AsyncConnection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> None:
+    work = _read(schema, _require_simulation(simulation_id))
+    await ops.run_borrowed_async(conn, work, what=_WHAT)
+
+
+def delete_simulation(
+    conn: psycopg.Connection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, int]:
+    """Delete a simulation and all its rows; returns the rows deleted per table."""
+    work = _write(schema, _delete_simulation(simulation_id))
+    return cast(dict[str, int], ops.run_borrowed(conn, work, what=_WHAT))
+
+
+async def delete_simulation_async(
+    conn: psycopg.AsyncConnection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, int]:
+    work = _write(schema, _delete_simulation(simulation_id))
+    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what=_WHAT))
+
+
+def delete_experiment(
+    conn: psycopg.Connection[Any],
+    experiment_id: str,
+    *,
+    cascade: bool = False,
+    schema: str = DEFAULT_SCHEMA,
+) -> dict[str, int]:
+    """Delete an experiment; rows deleted per table.
+
+    An experiment that still holds simulations is refused (`LifecycleError` naming how
+    many) unless `cascade=True`, which deletes them and all their rows with it.
+    """
+    work = _write(schema, _delete_experiment(experiment_id, cascade))
+    return cast(dict[str, int], ops.run_borrowed(conn, work, what=_WHAT))
+
+
+async def delete_experiment_async(
+    conn: psycopg.AsyncConnection[Any],
+    experiment_id: str,
+    *,
+    cascade: bool = False,
+    schema: str = DEFAULT_SCHEMA,
+) -> dict[str, int]:
+    work = _write(schema, _delete_experiment(experiment_id, cascade))
+    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what=_WHAT))
+
+
 def archive_simulation(
     conn: psycopg.Connection[Any],
     simulation_id: str,
@@ -109,14 +139,32 @@ def archive_simulation(
     *,
     fmt: str = "csv",
     progress: bool | None = None,
+    schema: str = DEFAULT_SCHEMA,
 ) -> ArchiveResult:
     """Export every table of the simulation, verify the files, then delete it."""
-    export(conn, out_dir, simulations=[simulation_id], fmt=fmt, progress=progress)
-    return delete_archived(conn, simulation_id, out_dir)
+    work = _archive(schema, simulation_id, Path(out_dir), fmt, progress)
+    return cast(ArchiveResult, ops.run_borrowed(conn, work, what=_WHAT))
+
+
+async def archive_simulation_async(
+    conn: psycopg.AsyncConnection[Any],
+    simulation_id: str,
+    out_dir: str | Path,
+    *,
+    fmt: str = "csv",
+    progress: bool | None = None,
+    schema: str = DEFAULT_SCHEMA,
+) -> ArchiveResult:
+    work = _archive(schema, simulation_id, Path(out_dir), fmt, progress)
+    return cast(ArchiveResult, await ops.run_borrowed_async(conn, work, what=_WHAT))
 
 
 def delete_archived(
-    conn: psycopg.Connection[Any], simulation_id: str, out_dir: str | Path
+    conn: psycopg.Connection[Any],
+    simulation_id: str,
+    out_dir: str | Path,
+    *,
+    schema: str = DEFAULT_SCHEMA,
 ) -> ArchiveResult:
     """Delete a simulation only if the export in `out_dir` holds every one of its rows.
 
@@ -125,22 +173,155 @@ def delete_archived(
     that row), the database counts must equal the files' counts table by table.
     Otherwise nothing is deleted and `ArchiveRefused` says which table differs.
     """
-    out = Path(out_dir)
+    work = _delete_archived(schema, simulation_id, Path(out_dir))
+    return cast(ArchiveResult, ops.run_borrowed(conn, work, what=_WHAT))
+
+
+async def delete_archived_async(
+    conn: psycopg.AsyncConnection[Any],
+    simulation_id: str,
+    out_dir: str | Path,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+) -> ArchiveResult:
+    work = _delete_archived(schema, simulation_id, Path(out_dir))
+    return cast(ArchiveResult, await ops.run_borrowed_async(conn, work, what=_WHAT))
+
+
+def grant_read_only(conn: psycopg.Connection[Any], role: str, schema: str) -> None:
+    """Give an existing role SELECT on the schema's tables and views, now and later."""
+    ops.run_borrowed(conn, _write(schema, _grant(role, schema)), what=_WHAT)
+
+
+async def grant_read_only_async(
+    conn: psycopg.AsyncConnection[Any], role: str, schema: str
+) -> None:
+    await ops.run_borrowed_async(conn, _write(schema, _grant(role, schema)), what=_WHAT)
+
+
+# --- the work, once ------------------------------------------------------------------------
+
+
+def _transaction(schema: str | None, body: ops.Work, begin: LiteralString) -> ops.Work:
+    """`body` in one transaction with `schema` as its search path (None: the connection's,
+    for the repositories, whose connections come from `Store.connection()`)."""
+    yield ops.Query(begin)
+    try:
+        if schema is not None:
+            yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(schema), True))
+        result = yield from body
+        yield ops.Query("COMMIT")
+    except BaseException:
+        yield ops.Query("ROLLBACK", best_effort=True)
+        raise
+    return result
+
+
+def _read(schema: str | None, body: ops.Work) -> ops.Work:
+    return _transaction(schema, body, "BEGIN READ ONLY")
+
+
+def _write(schema: str | None, body: ops.Work) -> ops.Work:
+    return _transaction(schema, body, "BEGIN")
+
+
+def delete_simulation_work(simulation_id: str) -> ops.Work:
+    """`delete_simulation` on a connection whose search path is the module schema."""
+    return _write(None, _delete_simulation(simulation_id))
+
+
+def delete_experiment_work(experiment_id: str, *, cascade: bool) -> ops.Work:
+    """`delete_experiment` on a connection whose search path is the module schema."""
+    return _write(None, _delete_experiment(experiment_id, cascade))
+
+
+def _row_counts(simulation_ids: list[str]) -> ops.Work:
+    counts: dict[str, int] = {}
+    for table in TABLES:
+        rows = yield ops.Query(
+            sql.SQL("SELECT count(*) FROM {} WHERE simulation_id = ANY(%s)").format(
+                sql.Identifier(table)
+            ),
+            (simulation_ids,),
+        )
+        counts[table] = int(rows[0][0])
+    return counts
+
+
+def _simulations_of(experiment_id: str, *, lock: bool) -> ops.Work:
+    found = yield ops.Query(
+        "SELECT 1 FROM experiments WHERE experiment_id = %s FOR UPDATE"
+        if lock
+        else "SELECT 1 FROM experiments WHERE experiment_id = %s",
+        (experiment_id,),
+    )
+    if not found:
+        raise NotFound(f"experiment {experiment_id!r} does not exist")
+    rows = yield ops.Query(
+        "SELECT simulation_id FROM simulations WHERE experiment_id = %s ORDER BY 1 FOR UPDATE"
+        if lock
+        else "SELECT simulation_id FROM simulations WHERE experiment_id = %s ORDER BY 1",
+        (experiment_id,),
+    )
+    return [r[0] for r in rows]
+
+
+def _require_simulation(simulation_id: str, *, lock: bool = False) -> ops.Work:
+    found = yield ops.Query(
+        "SELECT 1 FROM simulations WHERE simulation_id = %s FOR UPDATE"
+        if lock
+        else "SELECT 1 FROM simulations WHERE simulation_id = %s",
+        (simulation_id,),
+    )
+    if not found:
+        raise NotFound(f"simulation {simulation_id!r} does not exist")
+
+
+def _delete_simulation(simulation_id: str) -> ops.Work:
+    yield from _require_simulation(simulation_id, lock=True)
+    counts = yield from _row_counts([simulation_id])
+    yield ops.Query("DELETE FROM simulations WHERE simulation_id = %s", (simulation_id,))
+    return counts
+
+
+def _delete_experiment(experiment_id: str, cascade: bool) -> ops.Work:
+    ids = yield from _simulations_of(experiment_id, lock=True)
+    if ids and not cascade:
+        raise LifecycleError(
+            f"experiment {experiment_id!r} still holds {len(ids)} simulation(s) "
+            f"({', '.join(map(repr, ids[:3]))}{', ...' if len(ids) > 3 else ''}): "
+            "delete them first, or pass cascade=True (CLI: --cascade) to delete them with it"
+        )
+    counts = yield from _row_counts(ids)
+    yield ops.Query("DELETE FROM experiments WHERE experiment_id = %s", (experiment_id,))
+    return {"experiments": 1, **counts}
+
+
+def _archive(
+    schema: str, simulation_id: str, out: Path, fmt: str, progress: bool | None
+) -> ops.Work:
+    yield from export_work(out, schema, simulations=[simulation_id], fmt=fmt, progress=progress)
+    result: ArchiveResult = yield from _delete_archived(schema, simulation_id, out)
+    return result
+
+
+def _delete_archived(schema: str, simulation_id: str, out: Path) -> ops.Work:
     manifest = Manifest.read(out)
     if manifest.simulations != [simulation_id]:
         raise ArchiveRefused(
             f"archive of {simulation_id!r}: {out} holds an export of {manifest.simulations}"
         )
     in_files = verify_files(out, manifest)
-    with conn.transaction():
-        _lock_simulation(conn, simulation_id)
-        unknown = _unexported_tables(conn)
+
+    def body() -> ops.Work:
+        yield from _require_simulation(simulation_id, lock=True)
+        unknown = yield from _unexported_tables(schema)
         if unknown:
             raise ArchiveRefused(
                 f"archive of {simulation_id!r}: nothing deleted: table(s) {', '.join(unknown)} "
                 "hold simulation rows but are not known to the export (update export.TABLES)"
             )
-        in_db = row_counts(conn, [simulation_id])
+        in_db = yield from _row_counts([simulation_id])
         problems = [
             f"{table} has {n} rows in the database but {in_files.get(table, 0)} in the export"
             + ("" if table in in_files else " (table not exported)")
@@ -151,8 +332,11 @@ def delete_archived(
             raise ArchiveRefused(
                 f"archive of {simulation_id!r}: nothing deleted: {'; '.join(problems)}"
             )
-        conn.execute("DELETE FROM simulations WHERE simulation_id = %s", (simulation_id,))
-    return ArchiveResult(manifest, out, in_db)
+        yield ops.Query("DELETE FROM simulations WHERE simulation_id = %s", (simulation_id,))
+        return ArchiveResult(manifest, out, in_db)
+
+    result: ArchiveResult = yield from _write(schema, body())
+    return result
 
 
 def verify_files(out_dir: Path, manifest: Manifest) -> dict[str, int]:
@@ -175,24 +359,17 @@ def verify_files(out_dir: Path, manifest: Manifest) -> dict[str, int]:
     return counts
 
 
-def _unexported_tables(conn: psycopg.Connection[Any]) -> list[str]:
+def _unexported_tables(schema: str) -> ops.Work:
     """Tables of the schema with a simulation_id column that the export does not know:
     the cascade would delete their rows without an archive of them."""
-    rows = conn.execute(
+    rows = yield ops.Query(
         "SELECT c.table_name FROM information_schema.columns c"
         " JOIN information_schema.tables t USING (table_schema, table_name)"
-        " WHERE c.table_schema = current_schema() AND c.column_name = 'simulation_id'"
-        " AND t.table_type = 'BASE TABLE' ORDER BY 1"
-    ).fetchall()
+        " WHERE c.table_schema = %s AND c.column_name = 'simulation_id'"
+        " AND t.table_type = 'BASE TABLE' ORDER BY 1",
+        (schema,),
+    )
     return [r[0] for r in rows if r[0] not in TABLES]
-
-
-def _lock_simulation(conn: psycopg.Connection[Any], simulation_id: str) -> None:
-    found = conn.execute(
-        "SELECT 1 FROM simulations WHERE simulation_id = %s FOR UPDATE", (simulation_id,)
-    ).fetchone()
-    if found is None:
-        raise NotFound(f"simulation {simulation_id!r} does not exist")
 
 
 # --- read-only role ----------------------------------------------------------------------
@@ -218,14 +395,13 @@ def grant_read_only_statements(role: str, schema: str) -> list[sql.Composed]:
     ]
 
 
-def grant_read_only(conn: psycopg.Connection[Any], role: str, schema: str) -> None:
-    """Give an existing role SELECT on the schema's tables and views, now and later."""
+def _grant(role: str, schema: str) -> ops.Work:
     validate_role_name(role)
-    with conn.transaction():
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-            raise NotFound(f"role {role!r} does not exist: create it first (CREATE ROLE ... LOGIN)")
-        for stmt in grant_read_only_statements(role, schema):
-            conn.execute(stmt)
+    found = yield ops.Query("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if not found:
+        raise NotFound(f"role {role!r} does not exist: create it first (CREATE ROLE ... LOGIN)")
+    for stmt in grant_read_only_statements(role, schema):
+        yield ops.Query(stmt)
 
 
 def _grant_sql_path() -> Path:

@@ -25,11 +25,13 @@ EXIT_LOCK_TIMEOUT = 4
 EXIT_VERIFICATION = 5
 EXIT_MIGRATION_FAILED = 6
 EXIT_NOT_FOUND = 7
+EXIT_UNTRACKED = 8
 
 # Most specific first: the first matching class decides the exit code.
 _EXIT_CODES: list[tuple[type[errors.SimSchemaError], int]] = [
     (errors.ConnectionFailed, EXIT_CONNECTION),
     (errors.LockTimeout, EXIT_LOCK_TIMEOUT),
+    (errors.UntrackedSchema, EXIT_UNTRACKED),
     (errors.VerificationError, EXIT_VERIFICATION),
     (errors.InvalidIndexError, EXIT_VERIFICATION),
     (errors.MigrationDefinitionError, EXIT_VERIFICATION),
@@ -54,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "The database is --dsn, else $SIM_SCHEMA_DSN, else libpq's PG* variables. "
             "Exit codes: 0 ok, 1 error, 2 usage, 3 connection, 4 lock wait timeout, "
-            "5 verification refused, 6 migration failed, 7 not found."
+            "5 verification refused, 6 migration failed, 7 not found, 8 schema installed but "
+            "not tracked (see `baseline`)."
         ),
     )
     parser.add_argument("--dsn", help="libpq connection string or URI")

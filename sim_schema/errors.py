@@ -31,6 +31,21 @@ class VerificationError(MigrationError):
     """The database's migration history disagrees with the code (drift, gap, duplicate, ahead)."""
 
 
+class UntrackedSchema(MigrationError):
+    """The schema holds our objects but no migration is recorded (installed by another
+    runner before it recorded ours, or restored without its tracking table)."""
+
+    def __init__(self, schema: str, objects: list[str]) -> None:
+        self.schema = schema
+        self.objects = objects
+        shown = ", ".join(objects[:5]) + (", ..." if len(objects) > 5 else "")
+        super().__init__(
+            f"schema {schema!r} holds {len(objects)} relation(s) ({shown}) but records no "
+            "migration: adopt it with `sim-schema baseline --to VERSION` (it first checks "
+            "that the schema is exactly what versions 0..VERSION create)"
+        )
+
+
 class LockTimeout(MigrationError):
     """Another migrator held the advisory lock longer than the configured wait."""
 

@@ -23,9 +23,10 @@ from typing import IO, Any, Literal, cast
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import TextLoader
 
+from . import ops
 from .errors import ConfigurationError, NotFound, SimSchemaError
+from .migration import DEFAULT_SCHEMA
 from .progress import Progress
 
 Format = Literal["csv", "jsonl", "parquet"]
@@ -59,7 +60,6 @@ DECISION_COLUMNS = (
 MANIFEST = "manifest.json"
 _FETCH = 1000  # rows per server-side cursor round trip
 _ROW_GROUP = 65_536  # rows per Parquet row group (held in Arrow memory until written)
-_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ def export(
     conn: psycopg.Connection[Any],
     out_dir: str | Path,
     *,
+    schema: str = DEFAULT_SCHEMA,
     simulations: Sequence[str] | None = None,
     experiment: str | None = None,
     tables: Sequence[str] | None = None,
@@ -134,33 +135,44 @@ def export(
 ) -> Manifest:
     """Export the selected simulations' rows, one file per table, plus `manifest.json`.
 
-    `conn` must be an idle autocommit connection whose search path is the module schema
-    (what `store.connect` gives). `progress` None: a bar on stderr when it is a terminal.
+    `conn` is any idle connection (autocommit or not, any search_path; handed back as it
+    was). `progress` None: a bar on stderr when it is a terminal.
     """
-    form = validate_format(fmt)
-    selected = validate_tables(tables)
-    if form == "parquet":
-        _pyarrow()  # fail before touching the database
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _snapshot(conn):
-        ids = resolve_simulations(conn, simulations, experiment)
-        manifest = Manifest(form, ids, experiment, from_step, to_step)
-        for table in selected:
-            query, params = _select(table, ids, from_step, to_step)
-            total = _count(conn, query, params) if _wants_progress(progress) else None
-            with Progress(table, total, enabled=progress) as bar:
-                path = out / f"{table}.{EXTENSIONS[form]}"
-                manifest.tables[table] = _WRITERS[form](conn, query, params, path, bar)
-        manifest.exported_at = datetime.now(UTC).isoformat()
-    manifest.write(out)
-    return manifest
+    work = export_work(
+        Path(out_dir), schema, simulations=simulations, experiment=experiment, tables=tables,
+        fmt=fmt, from_step=from_step, to_step=to_step, progress=progress,
+    )  # fmt: skip
+    result: Manifest = ops.run_borrowed(conn, work, what="export")
+    return result
+
+
+async def export_async(
+    conn: psycopg.AsyncConnection[Any],
+    out_dir: str | Path,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    simulations: Sequence[str] | None = None,
+    experiment: str | None = None,
+    tables: Sequence[str] | None = None,
+    fmt: str = "csv",
+    from_step: int | None = None,
+    to_step: int | None = None,
+    progress: bool | None = None,
+) -> Manifest:
+    """`export` from async code: the same files, the same constant memory."""
+    work = export_work(
+        Path(out_dir), schema, simulations=simulations, experiment=experiment, tables=tables,
+        fmt=fmt, from_step=from_step, to_step=to_step, progress=progress,
+    )  # fmt: skip
+    result: Manifest = await ops.run_borrowed_async(conn, work, what="export")
+    return result
 
 
 def export_decisions(
     conn: psycopg.Connection[Any],
     out_file: str | Path,
     *,
+    schema: str = DEFAULT_SCHEMA,
     simulations: Sequence[str] | None = None,
     experiment: str | None = None,
     agents: Sequence[str] | None = None,
@@ -172,12 +184,104 @@ def export_decisions(
 
     With neither `simulations` nor `experiment`, every simulation's decisions.
     """
-    where: list[sql.Composable] = []
-    params: list[Any] = []
-    with _snapshot(conn):
+    work = _export_decisions(
+        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress
+    )
+    result: FileRecord = ops.run_borrowed(conn, work, what="export")
+    return result
+
+
+async def export_decisions_async(
+    conn: psycopg.AsyncConnection[Any],
+    out_file: str | Path,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    simulations: Sequence[str] | None = None,
+    experiment: str | None = None,
+    agents: Sequence[str] | None = None,
+    min_rating: float | None = None,
+    rated_only: bool = False,
+    progress: bool | None = None,
+) -> FileRecord:
+    """`export_decisions` from async code."""
+    work = _export_decisions(
+        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress
+    )
+    result: FileRecord = await ops.run_borrowed_async(conn, work, what="export")
+    return result
+
+
+# --- the work, once ----------------------------------------------------------------------
+
+
+def export_work(
+    out: Path,
+    schema: str,
+    *,
+    simulations: Sequence[str] | None = None,
+    experiment: str | None = None,
+    tables: Sequence[str] | None = None,
+    fmt: str = "csv",
+    from_step: int | None = None,
+    to_step: int | None = None,
+    progress: bool | None = None,
+) -> ops.Work:
+    """The export as work (`sim_schema.ops`): `export`, `export_async` and archives run it."""
+    form = validate_format(fmt)
+    selected = validate_tables(tables)
+    if form == "parquet":
+        _pyarrow()  # fail before touching the database
+    out.mkdir(parents=True, exist_ok=True)
+    with_total = _wants_progress(progress)
+    manifest = yield from snapshot(
+        schema, _export_tables(out, form, selected, simulations, experiment, from_step, to_step,
+                               progress, with_total),
+    )  # fmt: skip
+    manifest.write(out)
+    return manifest
+
+
+def _export_tables(
+    out: Path,
+    form: Format,
+    selected: list[str],
+    simulations: Sequence[str] | None,
+    experiment: str | None,
+    from_step: int | None,
+    to_step: int | None,
+    progress: bool | None,
+    with_total: bool,
+) -> ops.Work:
+    ids = yield from resolve_simulations(simulations, experiment)
+    manifest = Manifest(form, ids, experiment, from_step, to_step)
+    for table in selected:
+        query, params = _select(table, ids, from_step, to_step)
+        total = (yield from _count(query, params)) if with_total else None
+        with Progress(table, total, enabled=progress) as bar:
+            path = out / f"{table}.{EXTENSIONS[form]}"
+            manifest.tables[table] = yield from _WRITERS[form](query, params, path, bar)
+    manifest.exported_at = datetime.now(UTC).isoformat()
+    return manifest
+
+
+def _export_decisions(
+    out: Path,
+    schema: str,
+    simulations: Sequence[str] | None,
+    experiment: str | None,
+    agents: Sequence[str] | None,
+    min_rating: float | None,
+    rated_only: bool,
+    progress: bool | None,
+) -> ops.Work:
+    with_total = _wants_progress(progress)
+
+    def body() -> ops.Work:
+        where: list[sql.Composable] = []
+        params: list[Any] = []
         if simulations is not None or experiment is not None:
             where.append(sql.SQL("simulation_id = ANY(%s)"))
-            params.append(resolve_simulations(conn, simulations, experiment))
+            params.append((yield from resolve_simulations(simulations, experiment)))
         if agents:
             where.append(sql.SQL("agent_id = ANY(%s)"))
             params.append(list(agents))
@@ -190,36 +294,50 @@ def export_decisions(
             sql.SQL(", ").join(map(sql.Identifier, DECISION_COLUMNS)),
             sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
         )
-        total = _count(conn, query, params) if _wants_progress(progress) else None
+        total = (yield from _count(query, params)) if with_total else None
         with Progress("agent_decisions", total, enabled=progress) as bar:
-            return _write_jsonl(conn, query, params, Path(out_file), bar)
+            record: FileRecord = yield from _write_jsonl(query, params, out, bar)
+        return record
+
+    result: FileRecord = yield from snapshot(schema, body())
+    return result
 
 
-def resolve_simulations(
-    conn: psycopg.Connection[Any],
-    simulations: Sequence[str] | None,
-    experiment: str | None,
-) -> list[str]:
+def snapshot(schema: str, body: ops.Work) -> ops.Work:
+    """`body` in one REPEATABLE READ READ ONLY transaction with `schema` as its search path:
+    every table read at the same instant, whatever the connection's own search path."""
+    yield ops.Query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    try:
+        yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(schema), True))
+        result = yield from body
+        yield ops.Query("COMMIT")
+    except BaseException:
+        yield ops.Query("ROLLBACK", best_effort=True)
+        raise
+    return result
+
+
+def resolve_simulations(simulations: Sequence[str] | None, experiment: str | None) -> ops.Work:
     """The simulation ids selected by a list or an experiment; unknown ones are named."""
     if (simulations is None) == (experiment is None):
         raise ConfigurationError("give either simulations or an experiment, not both or neither")
     if experiment is not None:
-        found = conn.execute(
+        found = yield ops.Query(
             "SELECT 1 FROM experiments WHERE experiment_id = %s", (experiment,)
-        ).fetchone()
-        if found is None:
+        )
+        if not found:
             raise NotFound(f"experiment {experiment!r} does not exist")
-        rows = conn.execute(
+        rows = yield ops.Query(
             "SELECT simulation_id FROM simulations WHERE experiment_id = %s ORDER BY 1",
             (experiment,),
-        ).fetchall()
+        )
         return [r[0] for r in rows]
     wanted = list(dict.fromkeys(cast(Sequence[str], simulations)))
     if not wanted:
         raise ConfigurationError("no simulation given")
-    rows = conn.execute(
+    rows = yield ops.Query(
         "SELECT simulation_id FROM simulations WHERE simulation_id = ANY(%s)", (wanted,)
-    ).fetchall()
+    )
     missing = sorted(set(wanted) - {r[0] for r in rows})
     if missing:
         raise NotFound(f"simulation(s) not found: {', '.join(map(repr, missing))}")
@@ -253,16 +371,6 @@ def file_sha256(path: Path) -> str:
 # --- internals ---------------------------------------------------------------------------
 
 
-@contextmanager
-def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """One REPEATABLE READ READ ONLY transaction: every table seen at the same instant."""
-    if not conn.autocommit or conn.info.transaction_status != _IDLE:
-        raise SimSchemaError("export needs an idle autocommit connection (store.connect gives one)")
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        yield
-
-
 def _select(
     table: str, ids: list[str], from_step: int | None, to_step: int | None
 ) -> tuple[sql.Composed, list[Any]]:
@@ -285,9 +393,9 @@ def _wants_progress(progress: bool | None) -> bool:
     return progress if progress is not None else Progress("").enabled
 
 
-def _count(conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any]) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS t").format(query), params).fetchone()
-    return int(row[0]) if row else 0
+def _count(query: sql.Composed, params: list[Any]) -> ops.Work:
+    rows = yield ops.Query(sql.SQL("SELECT count(*) FROM ({}) AS t").format(query), params)
+    return int(rows[0][0])
 
 
 class _HashingFile:
@@ -336,59 +444,80 @@ def _record(path: Path, rows: int, out: _HashingFile) -> FileRecord:
     return FileRecord(rows, out.bytes, path.name, out.digest.hexdigest())
 
 
-def _write_csv(
-    conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any], path: Path, bar: Progress
-) -> FileRecord:
+def _write_csv(query: sql.Composed, params: list[Any], path: Path, bar: Progress) -> ops.Work:
     copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT CSV, HEADER)").format(query)
-    with _output(path) as out, conn.cursor() as cur:
-        with cur.copy(copy_sql, params) as copy:
-            for chunk in copy:  # the server sends one row per message (the header first)
-                out.write(chunk)
-                bar.advance(1)
-        bar.set(cur.rowcount)
-        return _record(path, cur.rowcount, out)
+    with _output(path) as out:
+
+        def sink(chunk: bytes) -> None:  # the server sends one row per message, header first
+            out.write(chunk)
+            bar.advance(1)
+
+        rows = yield ops.CopyOut(copy_sql, params, sink)
+        bar.set(rows)
+    return _record(path, rows, out)
 
 
 def _write_jsonl(
-    conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any], path: Path, bar: Progress
-) -> FileRecord:
+    query: sql.Composed, params: list[Any], path: Path, bar: Progress
+) -> ops.Work:
     # PostgreSQL renders the JSON: jsonb nested, timestamps ISO 8601, NaN as a string.
     as_json = sql.SQL("SELECT row_to_json(t)::text FROM ({}) AS t").format(query)
-    rows = 0
-    with _output(path) as out, conn.cursor(name="sim_schema_export") as cur:
-        cur.execute(as_json, params)
-        while batch := cur.fetchmany(_FETCH):
-            out.write(("\n".join(r[0] for r in batch) + "\n").encode())
-            rows += len(batch)
-            bar.advance(len(batch))
-        return _record(path, rows, out)
+    with _output(path) as out:
+
+        def sink(_: Sequence[psycopg.Column], batch: list[tuple[Any, ...]]) -> None:
+            if batch:
+                out.write(("\n".join(r[0] for r in batch) + "\n").encode())
+                bar.advance(len(batch))
+
+        rows = yield ops.Stream(as_json, params, _FETCH, sink)
+    return _record(path, rows, out)
+
+
+class _ParquetSink:
+    """Rows in batches to a Parquet file: row groups of `_ROW_GROUP` rows, schema from the
+    first batch's column types (json, jsonb and uuid arrive as text)."""
+
+    def __init__(self, out: _HashingFile, bar: Progress) -> None:
+        self.pa, self.pq = _pyarrow()
+        self.out, self.bar = out, bar
+        self.writer: Any = None
+        self.schema: Any = None
+        self.group: list[Any] = []
+
+    def __call__(self, description: Sequence[psycopg.Column], batch: list[tuple[Any, ...]]) -> None:
+        pa = self.pa
+        if self.writer is None:
+            self.schema = pa.schema([(c.name, _arrow_type(pa, c.type_code)) for c in description])
+            self.writer = self.pq.ParquetWriter(cast(IO[bytes], self.out), self.schema)
+        if not batch:
+            return
+        columns = list(zip(*batch, strict=True))
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        self.group.append(pa.record_batch(arrays, schema=self.schema))
+        self.bar.advance(len(batch))
+        if sum(b.num_rows for b in self.group) >= _ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.writer.write_table(self.pa.Table.from_batches(self.group, schema=self.schema))
+        self.group = []
+
+    def close(self, rows: int) -> None:
+        if self.writer is None:
+            return
+        if self.group or rows == 0:
+            self._flush()
+        self.writer.close()
 
 
 def _write_parquet(
-    conn: psycopg.Connection[Any], query: sql.Composed, params: list[Any], path: Path, bar: Progress
-) -> FileRecord:
-    pa, pq = _pyarrow()
-    rows = 0
-    with _output(path) as out, conn.cursor(name="sim_schema_export") as cur:
-        for oid_name in ("json", "jsonb", "uuid"):  # kept as text: JSON strings, uuid strings
-            cur.adapters.register_loader(oid_name, TextLoader)
-        cur.execute(query, params)
-        assert cur.description is not None  # a SELECT always has one
-        schema = pa.schema([(c.name, _arrow_type(pa, c.type_code)) for c in cur.description])
-        with pq.ParquetWriter(cast(IO[bytes], out), schema) as writer:
-            group: list[Any] = []
-            while batch := cur.fetchmany(_FETCH):
-                columns = list(zip(*batch, strict=True))
-                arrays = [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)]
-                group.append(pa.record_batch(arrays, schema=schema))
-                rows += len(batch)
-                bar.advance(len(batch))
-                if len(group) * _FETCH >= _ROW_GROUP:
-                    writer.write_table(pa.Table.from_batches(group, schema=schema))
-                    group = []
-            if group or rows == 0:
-                writer.write_table(pa.Table.from_batches(group, schema=schema))
-        return _record(path, rows, out)
+    query: sql.Composed, params: list[Any], path: Path, bar: Progress
+) -> ops.Work:
+    with _output(path) as out:
+        sink = _ParquetSink(out, bar)
+        rows = yield ops.Stream(query, params, _FETCH, sink, as_text=("json", "jsonb", "uuid"))
+        sink.close(rows)
+    return _record(path, rows, out)
 
 
 _WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}
@@ -430,7 +559,9 @@ __all__ = [
     "Manifest",
     "count_file_rows",
     "export",
+    "export_async",
     "export_decisions",
+    "export_decisions_async",
     "file_sha256",
     "resolve_simulations",
     "validate_format",

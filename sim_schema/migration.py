@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from .errors import ConfigurationError, MigrationDefinitionError
+from . import ops
+from .errors import ConfigurationError, MigrationDefinitionError, VerificationError
 
 DEFAULT_SCHEMA = "sim"
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
@@ -91,12 +93,69 @@ def normalize_statement(statement: str) -> str:
     return "\n".join(lines).strip("\n")
 
 
+# --- the tracking table: our record of what is applied, whichever runner applied it ------
+
+TRACKING_TABLE = "schema_migrations"
+
+
+def tracking_table(schema: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(TRACKING_TABLE))
+
+
+def create_tracking_table(schema: str) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} ("
+        " version integer PRIMARY KEY CHECK (version >= 0),"
+        " description text NOT NULL,"
+        " checksum text NOT NULL,"
+        " transactional boolean NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now(),"
+        " duration_ms double precision NOT NULL,"
+        " applied_by text NOT NULL)"
+    ).format(tracking_table(schema))
+
+
+def record_applied(
+    schema: str, version: int, description: str, checksum: str, transactional: bool,
+    duration_ms: float, *, note: str = "",
+) -> ops.Query:  # fmt: skip
+    """The tracking row of one applied migration, stamped with who applied it (and how)."""
+    return ops.Query(
+        sql.SQL(
+            "INSERT INTO {} (version, description, checksum, transactional, duration_ms,"
+            " applied_by) VALUES (%s, %s, %s, %s, %s, current_user"
+            " || coalesce(' (' || nullif(current_setting('application_name'), '') || ')', '')"
+            " || %s)"
+        ).format(tracking_table(schema)),
+        (version, description, checksum, transactional, duration_ms, note),
+    )
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock key of `schema`'s migrations (our runner's and every `up()`'s)."""
+    digest = hashlib.sha256(f"sim_schema.migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def drift_message(version: int, description: str, applied: str, code: str) -> str:
+    return (
+        f"migration {version} ({description}) has drifted: applied checksum {applied[:12]} "
+        f"!= code checksum {code[:12]}; never edit an applied migration, add a new one"
+    )
+
+
 class SqlMigration(Migration):
     """A migration made of raw SQL statements.
 
-    `schema`, when set, makes `up()` create that schema if needed and run the statements
-    with it as the search path (restored afterwards), so the same unqualified SQL can be
-    installed into any schema by our runner or by the host's.
+    `schema`, when set, binds the migration to that schema: `up()` creates the schema if
+    needed, runs the statements with it as the search path (restored afterwards), and
+    records the migration in `<schema>.schema_migrations` in the same transaction, so our
+    runner and the host's see the same truth. A migration already recorded there with
+    the same checksum makes `up()` a no-op; with another checksum `up()` refuses (drift).
+
+    `version()` is the number a runner's list gives it; `module_version` is its number
+    among our migrations, the one recorded. They differ only after `renumbered()`, for a
+    host that appends our migrations to its own list.
     """
 
     def __init__(
@@ -109,10 +168,12 @@ class SqlMigration(Migration):
         schema: str | None = None,
         lock_timeout: str | None = None,
         statement_timeout: str | None = None,
+        module_version: int | None = None,
     ) -> None:
         self._version = version
         self._description = description
         self._sql_statements = list(sql_statements)
+        self.module_version = version if module_version is None else module_version
         self.transactional = transactional
         if not transactional:
             _check_rerunnable(version, self._sql_statements)
@@ -144,66 +205,85 @@ class SqlMigration(Migration):
             digest.update(b"\n;\n")
         return digest.hexdigest()
 
+    def _copy(self, **changes: Any) -> SqlMigration:
+        fields: dict[str, Any] = {
+            "version": self._version,
+            "description": self._description,
+            "sql_statements": self._sql_statements,
+            "transactional": self.transactional,
+            "schema": self.schema,
+            "lock_timeout": self.lock_timeout,
+            "statement_timeout": self.statement_timeout,
+            "module_version": self.module_version,
+        }
+        fields.update(changes)
+        return SqlMigration(**fields)
+
     def bound_to(self, schema: str) -> SqlMigration:
         """The same migration, installing into `schema`."""
-        return SqlMigration(
-            self._version,
-            self._description,
-            self._sql_statements,
-            transactional=self.transactional,
-            schema=schema,
-            lock_timeout=self.lock_timeout,
-            statement_timeout=self.statement_timeout,
-        )
+        return self._copy(schema=schema)
 
-    def _preamble(self, is_local: bool) -> list[tuple[sql.SQL | sql.Composed, tuple[object, ...]]]:
+    def renumbered(self, version: int) -> SqlMigration:
+        """The same migration at position `version` of another list (still recorded as ours)."""
+        return self._copy(version=version)
+
+    def work(self, *, in_transaction: bool) -> ops.Work:
+        """What `up()` does, as operations; True if applied now, False if already recorded.
+
+        In a transaction (the host runner's, or ours) a transaction-level advisory lock on
+        the schema's migration key serializes concurrent callers, so two host replicas
+        never race on creating the schema or the tracking table.
+        """
         if self.schema is None:
-            return []
+            for statement in self._sql_statements:
+                yield ops.Query(sql.SQL(statement))
+            return True
+        started = time.monotonic()
+        if in_transaction:
+            yield ops.Query("SELECT pg_advisory_xact_lock(%s)", (lock_key(self.schema),))
         ident = sql.Identifier(self.schema)
-        return [
-            (sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident), ()),
-            (
-                sql.SQL("SELECT set_config('search_path', %s, %s)"),
-                (f'"{self.schema}"', is_local),
+        yield ops.Query(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        yield ops.Query(create_tracking_table(self.schema))
+        recorded = yield ops.Query(
+            sql.SQL("SELECT checksum FROM {} WHERE version = %s").format(
+                tracking_table(self.schema)
             ),
-        ]
+            (self.module_version,),
+        )
+        if recorded:
+            if recorded[0][0] != self.checksum:
+                raise VerificationError(
+                    drift_message(
+                        self.module_version, self._description, recorded[0][0], self.checksum
+                    )
+                )
+            return False
+        shown = yield ops.Query(ops.SHOW_PATH)
+        previous = shown[0][0]
+        yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(self.schema), in_transaction))
+        try:
+            for statement in self._sql_statements:
+                yield ops.Query(sql.SQL(statement))
+        except BaseException:
+            if not in_transaction:  # a failed transaction's rollback restores the path
+                yield ops.Query(ops.SET_PATH_SCOPED, (previous, False), best_effort=True)
+            raise
+        yield ops.Query(ops.SET_PATH_SCOPED, (previous, in_transaction))
+        yield record_applied(
+            self.schema, self.module_version, self._description, self.checksum,
+            self.transactional, (time.monotonic() - started) * 1000.0,
+        )  # fmt: skip
+        return True
 
     def up(self, conn: psycopg.Connection[Any]) -> None:
-        is_local = conn.info.transaction_status == _INTRANS
-        with conn.cursor() as cur:
-            previous = cur.execute("SELECT current_setting('search_path')").fetchone()
-            for query, params in self._preamble(is_local):
-                cur.execute(query, params)
-            try:
-                for stmt in self._sql_statements:
-                    cur.execute(sql.SQL(stmt))
-            finally:
-                if self.schema is not None and previous is not None and _usable(conn.info):
-                    cur.execute("SELECT set_config('search_path', %s, %s)", (previous[0], is_local))
+        ops.run(conn, self.work(in_transaction=conn.info.transaction_status == _INTRANS))
 
     async def up_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        is_local = conn.info.transaction_status == _INTRANS
-        async with conn.cursor() as cur:
-            await cur.execute("SELECT current_setting('search_path')")
-            previous = await cur.fetchone()
-            for query, params in self._preamble(is_local):
-                await cur.execute(query, params)
-            try:
-                for stmt in self._sql_statements:
-                    await cur.execute(sql.SQL(stmt))
-            finally:
-                if self.schema is not None and previous is not None and _usable(conn.info):
-                    await cur.execute(
-                        "SELECT set_config('search_path', %s, %s)", (previous[0], is_local)
-                    )
+        in_transaction = conn.info.transaction_status == _INTRANS
+        await ops.run_async(conn, self.work(in_transaction=in_transaction))
 
     def __repr__(self) -> str:
         return f"SqlMigration({self._version}, {self._description!r})"
-
-
-def _usable(info: psycopg.ConnectionInfo) -> bool:
-    """False when the transaction has failed: its rollback restores the search path anyway."""
-    return info.transaction_status in (psycopg.pq.TransactionStatus.IDLE, _INTRANS)
 
 
 # --- loading migrations/*.sql ---------------------------------------------------------
@@ -330,6 +410,30 @@ def load_migrations_from(directory: Path, schema: str | None = None) -> list[Sql
 def load_migrations(schema: str | None = DEFAULT_SCHEMA) -> list[SqlMigration]:
     """The shipped migrations, bound to `schema` (pass None for raw, unbound objects)."""
     return load_migrations_from(migrations_dir(), schema)
+
+
+def host_migrations(
+    first_version: int,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    start: int = 0,
+    stop: int | None = None,
+) -> list[SqlMigration]:
+    """Our migrations `start..stop-1`, numbered from `first_version`, for a host's own list.
+
+    For a host whose runner insists on one list with index == version: append the result
+    to its list. Each one still records its own number in `<schema>.schema_migrations`,
+    so our runner and `sim-schema status` see what the host runner applied. A later
+    release that adds migrations is taken in as one more slice (docs/migrations.md).
+    """
+    ours = load_migrations(schema)
+    if first_version < 0:
+        raise ConfigurationError(f"first_version must be >= 0, got {first_version}")
+    if not 0 <= start <= len(ours) or (stop is not None and not start <= stop <= len(ours)):
+        raise ConfigurationError(
+            f"start={start}, stop={stop}: this release has migrations 0..{len(ours) - 1}"
+        )
+    return [m.renumbered(first_version + i) for i, m in enumerate(ours[start:stop])]
 
 
 def validate_sequence(migrations: Sequence[Migration]) -> None:

@@ -1,17 +1,16 @@
 """The migration runner: locked, verified, one real transaction per migration.
 
-The decisions live once, in generator functions that yield operations (`_Query`,
-`_Up`, `_Sleep`) and receive their results; `_drive` and `_drive_async` perform them on
-a sync or an async connection. This is how psycopg keeps one protocol implementation for
-both worlds, and it keeps our sync and async entry points from drifting apart.
+The decisions live once, in generator functions that yield operations (`sim_schema.ops`)
+and receive their results; `ops.run` and `ops.run_async` perform them on a sync or an
+async connection, which `ops.borrowed` hands back exactly as it found it (autocommit
+flag, search_path, no transaction, no advisory lock), also when the work fails or is
+cancelled.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from . import live_schema, ops
 from .errors import (
     ConfigurationError,
     ConnectionFailed,
@@ -26,45 +26,31 @@ from .errors import (
     LockTimeout,
     MigrationError,
     MigrationFailed,
+    NotFound,
     PartialMigrationFailed,
     SimSchemaError,
+    UntrackedSchema,
     VerificationError,
 )
 from .migration import (
     DEFAULT_SCHEMA,
+    TRACKING_TABLE,
     SqlMigration,
+    create_tracking_table,
+    drift_message,
+    load_migrations,
+    lock_key,
+    record_applied,
+    tracking_table,
     validate_schema_name,
     validate_sequence,
     validate_timeout,
 )
 
-TRACKING_TABLE = "schema_migrations"
 DEFAULT_LOCK_WAIT = 60.0
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "30min"
 _POLL_INTERVAL = 0.2
-
-
-@dataclass(frozen=True)
-class _Query:
-    query: sql.SQL | sql.Composed
-    params: tuple[Any, ...] = ()
-    # Clean-up (ROLLBACK, RESET, unlock) must not mask the error that made it necessary.
-    best_effort: bool = False
-
-
-@dataclass(frozen=True)
-class _Up:
-    migration: SqlMigration
-
-
-@dataclass(frozen=True)
-class _Sleep:
-    seconds: float
-
-
-_Op = _Query | _Up | _Sleep
-_Gen = Generator[_Op, Any, Any]
 
 
 @dataclass(frozen=True)
@@ -80,7 +66,7 @@ class AppliedRecord:
     applied_by: str
 
 
-State = Literal["applied", "pending", "drifted", "unknown"]
+State = Literal["applied", "pending", "drifted", "unknown", "untracked"]
 
 
 @dataclass(frozen=True)
@@ -145,13 +131,9 @@ class MigrationRunner:
         self.lock_wait = lock_wait
         self.lock_timeout = validate_timeout("lock_timeout", lock_timeout)
         self.statement_timeout = validate_timeout("statement_timeout", statement_timeout)
-        self.lock_key = int.from_bytes(
-            hashlib.sha256(f"sim_schema.migrate:{self.schema}".encode()).digest()[:8],
-            "big",
-            signed=True,
-        )
+        self.lock_key = lock_key(self.schema)
 
-    # --- public entry points -----------------------------------------------------------
+    # --- public entry points: one implementation each, two drivers ----------------------
 
     def migrate(
         self,
@@ -191,24 +173,48 @@ class MigrationRunner:
         result: list[SqlMigration] = await _drive_async(conn, self._plan(to))
         return result
 
+    def baseline(self, conn: psycopg.Connection[Any], to: int) -> list[AppliedRecord]:
+        result: list[AppliedRecord] = _drive(conn, self._baseline(to))
+        return result
+
+    async def baseline_async(
+        self, conn: psycopg.AsyncConnection[Any], to: int
+    ) -> list[AppliedRecord]:
+        result: list[AppliedRecord] = await _drive_async(conn, self._baseline(to))
+        return result
+
     # --- the logic, once ---------------------------------------------------------------
 
-    def _tracking(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(TRACKING_TABLE))
-
-    def _read_applied(self) -> _Gen:
-        exists = yield _Query(
-            sql.SQL("SELECT to_regclass(%s)"), (f'"{self.schema}".{TRACKING_TABLE}',)
+    def _read_applied(self) -> ops.Work:
+        exists = yield ops.Query(
+            "SELECT to_regclass(%s)", (f'"{self.schema}".{TRACKING_TABLE}',)
         )
         if exists[0][0] is None:
             return []
-        rows = yield _Query(
+        rows = yield ops.Query(
             sql.SQL(
                 "SELECT version, description, checksum, transactional, applied_at,"
                 " duration_ms, applied_by FROM {} ORDER BY version"
-            ).format(self._tracking())
+            ).format(tracking_table(self.schema))
         )
         return [AppliedRecord(*row) for row in rows]
+
+    def _untracked_objects(self) -> ops.Work:
+        """Relations of the schema other than the tracking table (for an empty history)."""
+        rows = yield ops.Query(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')"
+            " AND c.relname <> %s ORDER BY 1",
+            (self.schema, TRACKING_TABLE),
+        )
+        return [r[0] for r in rows]
+
+    def _refuse_untracked(self, applied: list[AppliedRecord]) -> ops.Work:
+        if applied:
+            return
+        objects = yield from self._untracked_objects()
+        if objects:
+            raise UntrackedSchema(self.schema, objects)
 
     def _verify(self, applied: list[AppliedRecord]) -> None:
         known = len(self.migrations)
@@ -226,10 +232,11 @@ class MigrationRunner:
             migration = self.migrations[record.version]
             if migration.checksum != record.checksum:
                 raise VerificationError(
-                    f"migration {record.version} ({migration.description()}) has drifted: "
-                    f"applied checksum {record.checksum[:12]} != code checksum "
-                    f"{migration.checksum[:12]}; never edit an applied migration, add a new one"
-                )
+                    drift_message(
+                        record.version, migration.description(), record.checksum,
+                        migration.checksum,
+                    )
+                )  # fmt: skip
 
     def _pending(self, applied: list[AppliedRecord], to: int | None) -> list[SqlMigration]:
         last = len(self.migrations) - 1
@@ -243,8 +250,9 @@ class MigrationRunner:
             )
         return self.migrations[len(applied) : target + 1]
 
-    def _status(self) -> _Gen:
+    def _status(self) -> ops.Work:
         applied = yield from self._read_applied()
+        untracked = [] if applied else (yield from self._untracked_objects())
         by_version = {record.version: record for record in applied}
         states: list[MigrationState] = []
         for migration in self.migrations:
@@ -254,7 +262,7 @@ class MigrationRunner:
                     MigrationState(
                         migration.version(),
                         migration.description(),
-                        "pending",
+                        "untracked" if untracked else "pending",
                         checksum=migration.checksum,
                     )
                 )
@@ -286,42 +294,56 @@ class MigrationRunner:
             )
         return states
 
-    def _plan(self, to: int | None) -> _Gen:
+    def _plan(self, to: int | None) -> ops.Work:
         applied = yield from self._read_applied()
+        yield from self._refuse_untracked(applied)
         self._verify(applied)
         return self._pending(applied, to)
 
-    def _invalid_indexes(self, *, best_effort: bool = False) -> _Gen:
-        rows = yield _Query(
-            sql.SQL(
-                "SELECT c.relname FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = %s AND NOT i.indisvalid ORDER BY 1"
-            ),
+    def _invalid_indexes(self, *, best_effort: bool = False) -> ops.Work:
+        rows = yield ops.Query(
+            "SELECT c.relname FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND NOT i.indisvalid ORDER BY 1",
             (self.schema,),
             best_effort,
         )
         return [row[0] for row in rows or ()]
 
-    def _acquire_lock(self) -> _Gen:
+    def _acquire_lock(self) -> ops.Work:
         started = time.monotonic()
         while True:
-            got = yield _Query(sql.SQL("SELECT pg_try_advisory_lock(%s)"), (self.lock_key,))
+            got = yield ops.Query("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
             if got[0][0]:
                 return time.monotonic() - started
             if time.monotonic() - started >= self.lock_wait:
+                holder = yield from self._lock_holder()
                 raise LockTimeout(
-                    f"another migrator has held the migration lock of schema {self.schema!r} "
-                    f"for more than {self.lock_wait:g}s; nothing was applied"
+                    f"another migrator ({holder}) has held the migration lock of schema "
+                    f"{self.schema!r} for more than {self.lock_wait:g}s; nothing was applied"
                 )
-            yield _Sleep(_POLL_INTERVAL)
+            yield ops.Sleep(_POLL_INTERVAL)
 
-    def _set_timeouts(self, migration: SqlMigration, is_local: bool) -> _Query:
-        return _Query(
-            sql.SQL(
-                "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)"
-            ),
+    def _lock_holder(self) -> ops.Work:
+        """Who holds the migration lock, for the timeout message (best effort)."""
+        key = self.lock_key & 0xFFFF_FFFF_FFFF_FFFF
+        rows = yield ops.Query(
+            "SELECT a.pid, a.usename, a.application_name FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.classid::bigint = %s AND l.objid::bigint = %s LIMIT 1",
+            (key >> 32, key & 0xFFFF_FFFF),
+            True,
+        )
+        if not rows:
+            return "holder unknown"
+        pid, user, app = rows[0]
+        return f"pid {pid}, role {user!r}" + (f", application {app!r}" if app else "")
+
+    def _set_timeouts(self, migration: SqlMigration, is_local: bool) -> ops.Query:
+        return ops.Query(
+            "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)",
             (
                 migration.lock_timeout or self.lock_timeout,
                 is_local,
@@ -330,110 +352,142 @@ class MigrationRunner:
             ),
         )
 
-    def _record(self, migration: SqlMigration, started: float) -> _Query:
-        return _Query(
+    def _read_record(self, version: int) -> ops.Query:
+        return ops.Query(
             sql.SQL(
-                "INSERT INTO {} (version, description, checksum, transactional, duration_ms,"
-                " applied_by) VALUES (%s, %s, %s, %s, %s, current_user"
-                " || coalesce(' (' || nullif(current_setting('application_name'), '') || ')', ''))"
-                " RETURNING version, description, checksum, transactional, applied_at,"
-                " duration_ms, applied_by"
-            ).format(self._tracking()),
-            (
-                migration.version(),
-                migration.description(),
-                migration.checksum,
-                migration.transactional,
-                (time.monotonic() - started) * 1000.0,
-            ),
+                "SELECT version, description, checksum, transactional, applied_at,"
+                " duration_ms, applied_by FROM {} WHERE version = %s"
+            ).format(tracking_table(self.schema)),
+            (version,),
         )
 
-    def _apply(self, migration: SqlMigration) -> _Gen:
-        """One migration: its own transaction, or autocommit statements recorded after success."""
-        started = time.monotonic()
+    def _apply(self, migration: SqlMigration) -> ops.Work:
+        """One migration: its own transaction, or autocommit statements recorded after success.
+
+        The migration's own `work` runs the statements and writes its tracking row (the
+        same code the host runner reaches through `up()`).
+        """
+        version = migration.version()
         if migration.transactional:
-            yield _Query(sql.SQL("BEGIN"))
+            yield ops.Query("BEGIN")
             try:
                 yield self._set_timeouts(migration, is_local=True)
-                yield _Up(migration)
-                rows = yield self._record(migration, started)
-                yield _Query(sql.SQL("COMMIT"))
-            except psycopg.Error as exc:
-                yield _Query(sql.SQL("ROLLBACK"), best_effort=True)
-                raise MigrationFailed(migration.version(), migration.description(), exc) from exc
+                yield from migration.work(in_transaction=True)
+                rows = yield self._read_record(version)
+                yield ops.Query("COMMIT")
+            except BaseException as exc:  # cancellation too: never leave the BEGIN open
+                yield ops.Query("ROLLBACK", best_effort=True)
+                if isinstance(exc, psycopg.Error):
+                    raise MigrationFailed(version, migration.description(), exc) from exc
+                raise
             return AppliedRecord(*rows[0])
         try:
             yield self._set_timeouts(migration, is_local=False)
-            yield _Up(migration)
+            yield from migration.work(in_transaction=False)
         except psycopg.Error as exc:
-            yield _Query(sql.SQL("RESET lock_timeout"), best_effort=True)
-            yield _Query(sql.SQL("RESET statement_timeout"), best_effort=True)
+            yield ops.Query("RESET lock_timeout", best_effort=True)
+            yield ops.Query("RESET statement_timeout", best_effort=True)
             invalid = yield from self._invalid_indexes(best_effort=True)
-            raise PartialMigrationFailed(
-                migration.version(), migration.description(), exc, invalid
-            ) from exc
-        yield _Query(sql.SQL("RESET lock_timeout"))
-        yield _Query(sql.SQL("RESET statement_timeout"))
-        rows = yield self._record(migration, started)
+            raise PartialMigrationFailed(version, migration.description(), exc, invalid) from exc
+        yield ops.Query("RESET lock_timeout")
+        yield ops.Query("RESET statement_timeout")
+        rows = yield self._read_record(version)
         return AppliedRecord(*rows[0])
 
-    def _migrate(self, to: int | None, drop_invalid_indexes: bool) -> _Gen:
-        # Cheap refusal before queueing for the lock; everything is re-read under it.
-        applied = yield from self._read_applied()
-        self._verify(applied)
-        self._pending(applied, to)
-        result = MigrateResult()
-        result.lock_wait_s = yield from self._acquire_lock()
+    def _locked(self, body: ops.Work) -> ops.Work:
+        """`body` under the migration lock, which is released whatever happens."""
+        lock_wait = yield from self._acquire_lock()
         try:
-            yield _Query(
+            yield ops.Query(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
-            yield _Query(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} ("
-                    " version integer PRIMARY KEY CHECK (version >= 0),"
-                    " description text NOT NULL,"
-                    " checksum text NOT NULL,"
-                    " transactional boolean NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now(),"
-                    " duration_ms double precision NOT NULL,"
-                    " applied_by text NOT NULL)"
-                ).format(self._tracking())
-            )
-            applied = yield from self._read_applied()
-            self._verify(applied)
-            pending = self._pending(applied, to)
-            invalid = yield from self._invalid_indexes()
-            if invalid and not drop_invalid_indexes:
-                raise InvalidIndexError(
-                    f"schema {self.schema!r} has INVALID index(es) {', '.join(invalid)} left by a "
-                    "failed concurrent build; rerun with --drop-invalid-indexes to drop and rebuild"
-                )
-            for name in invalid:
-                # The unrecorded migration that built it is still pending: it rebuilds it.
-                yield _Query(
-                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                        sql.Identifier(self.schema), sql.Identifier(name)
-                    )
-                )
-                result.dropped_invalid_indexes.append(name)
-            for migration in pending:
-                record = yield from self._apply(migration)
-                result.applied.append(record)
+            yield ops.Query(create_tracking_table(self.schema))
+            result = yield from body
         finally:
-            # Also released when the session ends, should this fail on a broken connection.
-            yield _Query(
-                sql.SQL("SELECT pg_advisory_unlock(%s)"), (self.lock_key,), best_effort=True
-            )
+            # Also released when the session ends; a failed unlock makes the driver close it.
+            yield ops.Query("SELECT pg_advisory_unlock(%s)", (self.lock_key,), best_effort=True)
+        return lock_wait, result
+
+    def _migrate(self, to: int | None, drop_invalid_indexes: bool) -> ops.Work:
+        # Cheap refusal before queueing for the lock; everything is re-read under it.
+        applied = yield from self._read_applied()
+        yield from self._refuse_untracked(applied)
+        self._verify(applied)
+        self._pending(applied, to)
+        lock_wait, result = yield from self._locked(self._migrate_locked(to, drop_invalid_indexes))
+        result.lock_wait_s = lock_wait
         return result
 
+    def _migrate_locked(self, to: int | None, drop_invalid_indexes: bool) -> ops.Work:
+        result = MigrateResult()
+        applied = yield from self._read_applied()
+        yield from self._refuse_untracked(applied)
+        self._verify(applied)
+        pending = self._pending(applied, to)
+        invalid = yield from self._invalid_indexes()
+        if invalid and not drop_invalid_indexes:
+            raise InvalidIndexError(
+                f"schema {self.schema!r} has INVALID index(es) {', '.join(invalid)} left by a "
+                "failed concurrent build; rerun with --drop-invalid-indexes to drop and rebuild"
+            )
+        for name in invalid:
+            # The unrecorded migration that built it is still pending: it rebuilds it.
+            yield ops.Query(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+                    sql.Identifier(self.schema), sql.Identifier(name)
+                )
+            )
+            result.dropped_invalid_indexes.append(name)
+        for migration in pending:
+            record = yield from self._apply(migration)
+            result.applied.append(record)
+        return result
 
-def _check_idle(status: psycopg.pq.TransactionStatus) -> None:
-    if status != psycopg.pq.TransactionStatus.IDLE:
-        raise ConfigurationError(
-            "the migration runner needs an idle connection (no transaction in progress): "
-            "it opens one real transaction per migration itself"
-        )
+    def _baseline(self, to: int) -> ops.Work:
+        last = len(self.migrations) - 1
+        if not 0 <= to <= last:
+            raise ConfigurationError(f"--to {to}: this code knows versions 0..{last}")
+        _, records = yield from self._locked(self._baseline_locked(to))
+        return records
+
+    def _baseline_locked(self, to: int) -> ops.Work:
+        applied = yield from self._read_applied()
+        if applied:
+            raise VerificationError(
+                f"schema {self.schema!r} already records versions 0..{applied[-1].version}: "
+                "baseline adopts only a schema with no recorded migration"
+            )
+        objects = yield from self._untracked_objects()
+        if not objects:
+            raise NotFound(
+                f"schema {self.schema!r} holds nothing to adopt: run `sim-schema migrate`"
+            )
+        expected = yield from live_schema.expected_catalog(self.migrations[: to + 1])
+        actual = yield from live_schema.catalog(self.schema)
+        difference = live_schema.first_difference(actual, expected)
+        if difference is not None:
+            raise VerificationError(
+                f"baseline refused: schema {self.schema!r} is not what versions 0..{to} "
+                f"create: {difference}; nothing was recorded"
+            )
+        records: list[AppliedRecord] = []
+        yield ops.Query("BEGIN")
+        try:
+            for migration in self.migrations[: to + 1]:
+                yield record_applied(
+                    self.schema, migration.version(), migration.description(),
+                    migration.checksum, migration.transactional, 0.0, note=" by baseline",
+                )  # fmt: skip
+                rows = yield self._read_record(migration.version())
+                records.append(AppliedRecord(*rows[0]))
+            yield ops.Query("COMMIT")
+        except BaseException:
+            yield ops.Query("ROLLBACK", best_effort=True)
+            raise
+        return records
+
+
+# --- drivers -----------------------------------------------------------------------------
 
 
 def _unexpected(exc: psycopg.Error) -> SimSchemaError:
@@ -444,77 +498,60 @@ def _unexpected(exc: psycopg.Error) -> SimSchemaError:
     return MigrationError(f"migration runner: {reason}")
 
 
-def _ignorable(op: _Op, exc: Exception) -> bool:
-    return isinstance(op, _Query) and op.best_effort and isinstance(exc, psycopg.Error)
+_WHAT = "the migration runner"
 
 
-def _step(gen: _Gen, reply: Any, error: Exception | None) -> tuple[bool, Any]:
-    """Advance the logic: (True, next operation) or (False, its return value)."""
+def _drive(conn: psycopg.Connection[Any], work: ops.Work) -> Any:
     try:
-        return True, gen.throw(error) if error is not None else gen.send(reply)
-    except StopIteration as stop:
-        return False, stop.value
+        return ops.run_borrowed(conn, work, what=_WHAT)
     except psycopg.Error as exc:
         raise _unexpected(exc) from exc
 
 
-def _drive(conn: psycopg.Connection[Any], gen: _Gen) -> Any:
-    """Perform the generator's operations on a sync connection, in autocommit mode."""
-    _check_idle(conn.info.transaction_status)
-    previous = conn.autocommit
-    conn.autocommit = True
+async def _drive_async(conn: psycopg.AsyncConnection[Any], work: ops.Work) -> Any:
     try:
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            running, op = _step(gen, reply, error)
-            if not running:
-                return op
-            reply, error = None, None
-            try:
-                if isinstance(op, _Query):
-                    cur = conn.execute(op.query, op.params or None)
-                    reply = cur.fetchall() if cur.description else None
-                elif isinstance(op, _Up):
-                    op.migration.up(conn)
-                else:
-                    time.sleep(op.seconds)
-            except Exception as exc:
-                if not _ignorable(op, exc):
-                    error = exc
-    finally:
-        if not conn.closed:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.rollback()
-            conn.autocommit = previous
+        return await ops.run_borrowed_async(conn, work, what=_WHAT)
+    except psycopg.Error as exc:
+        raise _unexpected(exc) from exc
 
 
-async def _drive_async(conn: psycopg.AsyncConnection[Any], gen: _Gen) -> Any:
-    """Perform the generator's operations on an async connection, in autocommit mode."""
-    _check_idle(conn.info.transaction_status)
-    previous = conn.autocommit
-    await conn.set_autocommit(True)
-    try:
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            running, op = _step(gen, reply, error)
-            if not running:
-                return op
-            reply, error = None, None
-            try:
-                if isinstance(op, _Query):
-                    cur = await conn.execute(op.query, op.params or None)
-                    reply = await cur.fetchall() if cur.description else None
-                elif isinstance(op, _Up):
-                    await op.migration.up_async(conn)
-                else:
-                    await asyncio.sleep(op.seconds)
-            except Exception as exc:
-                if not _ignorable(op, exc):
-                    error = exc
-    finally:
-        if not conn.closed:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                await conn.rollback()
-            await conn.set_autocommit(previous)
+# --- the front door ----------------------------------------------------------------------
+
+
+def migrate(
+    conn: psycopg.Connection[Any],
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    to: int | None = None,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
+) -> MigrateResult:
+    """Apply the shipped migrations to `schema` with our locked, verified runner.
+
+    For a host backend at start-up: `conn` may be autocommit or not and have any
+    search_path, but no open transaction; it is handed back as it was (autocommit flag,
+    search_path, no transaction, no advisory lock), also when this fails or is cancelled.
+    """
+    runner = MigrationRunner(
+        load_migrations(None), schema=schema, lock_wait=lock_wait,
+        lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+    )  # fmt: skip
+    return runner.migrate(conn, to)
+
+
+async def migrate_async(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    to: int | None = None,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
+) -> MigrateResult:
+    """The async form of `migrate` (same implementation, async driver)."""
+    runner = MigrationRunner(
+        load_migrations(None), schema=schema, lock_wait=lock_wait,
+        lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+    )  # fmt: skip
+    return await runner.migrate_async(conn, to)

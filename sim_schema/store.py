@@ -1,7 +1,9 @@
-"""The only module that opens connections.
+"""The only module that opens connections (or borrows the host's).
 
-`Store` owns an `AsyncConnectionPool` whose connections have the module's schema as their
-search path, so every other module writes unqualified table names.
+`Store` hands out connections whose search path is the module's schema, so every other
+module writes unqualified table names: from its own `AsyncConnectionPool`, configured that
+way once per connection, or from a pool the host backend owns (`Store.from_pool`), whose
+connections are set up per checkout and handed back exactly as they were.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from . import ops
 from .errors import ConnectionFailed, SimSchemaError
+from .migration import DEFAULT_SCHEMA
 from .settings import Settings, redact_message
 
 
@@ -27,7 +31,7 @@ def _connection_error(settings: Settings, exc: BaseException) -> ConnectionFaile
 
 
 def _search_path(settings: Settings) -> str:
-    return f'"{settings.schema_name}"'
+    return ops.quoted_path(settings.schema_name)
 
 
 @contextmanager
@@ -52,6 +56,26 @@ class Store:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._host_pool = False
+
+    @classmethod
+    def from_pool(
+        cls,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        *,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> Store:
+        """A store on a pool the host backend owns (and opens and closes itself).
+
+        Each `connection()` checks one out, switches it to autocommit with the module's
+        schema as its only search path (so a host table of the same name, such as
+        `public.experiments`, is never touched), and on return restores the host's
+        autocommit flag and search path. `close()` leaves the host's pool open.
+        """
+        store = cls(Settings(schema_name=schema))
+        store._pool = pool
+        store._host_pool = True
+        return store
 
     @property
     def schema(self) -> str:
@@ -68,7 +92,7 @@ class Store:
         )
 
     async def open(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None:  # open already, or the host's pool
             return
         s = self.settings
         try:  # one direct attempt fails fast with libpq's reason; the pool would retry
@@ -96,7 +120,7 @@ class Store:
         self._pool = pool
 
     async def close(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and not self._host_pool:
             await self._pool.close()
             self._pool = None
 
@@ -125,12 +149,17 @@ class Store:
         """A pooled autocommit connection; wrap writes in `conn.transaction()`."""
         try:
             async with self.pool.connection(timeout=timeout) as conn:
-                yield conn
+                if not self._host_pool:
+                    yield conn
+                    return
+                path = _search_path(self.settings)
+                async with ops.borrowed_async(conn, what="sim_schema", search_path=path):
+                    yield conn
         except PoolTimeout as exc:
             raise ConnectionFailed(
                 f"no connection free in the pool within "
-                f"{timeout if timeout is not None else self.settings.pool_timeout:g}s "
-                f"(pool_max_size={self.settings.pool_max_size}): {exc}"
+                f"{timeout if timeout is not None else self.pool.timeout:g}s "
+                f"(pool max_size={self.pool.max_size}): {exc}"
             ) from None
 
 

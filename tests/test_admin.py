@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from sim_schema import admin, cli
-from sim_schema.errors import ArchiveRefused, NotFound
+from sim_schema.errors import ArchiveRefused, LifecycleError, NotFound
 from sim_schema.export import TABLES, export
 
 
@@ -108,7 +108,11 @@ def test_delete_simulation_cascades_and_spares_others(three: psycopg.Connection[
 def test_delete_experiment_removes_all_its_simulations(three: psycopg.Connection[Any]) -> None:
     conn = three
     before = digest(conn, "C")
-    deleted = admin.delete_experiment(conn, "exp")
+    kept = {s: digest(conn, s) for s in ("A", "B")}
+    with pytest.raises(LifecycleError, match=r"'exp' still holds 2 simulation\(s\) \('A', 'B'\)"):
+        admin.delete_experiment(conn, "exp")
+    assert {s: digest(conn, s) for s in ("A", "B")} == kept  # refused: nothing deleted
+    deleted = admin.delete_experiment(conn, "exp", cascade=True)
     assert deleted["experiments"] == 1 and deleted["simulations"] == 2
     assert deleted["agent_states"] == 20
     left = conn.execute("SELECT count(*) FROM experiments WHERE experiment_id = 'exp'")
@@ -117,7 +121,12 @@ def test_delete_experiment_removes_all_its_simulations(three: psycopg.Connection
         assert all(n == 0 for n in counts(conn, sim).values())
     assert digest(conn, "C") == before
     with pytest.raises(NotFound, match="experiment 'exp'"):
-        admin.delete_experiment(conn, "exp")
+        admin.delete_experiment(conn, "exp", cascade=True)
+
+
+def test_delete_an_empty_experiment_needs_no_cascade(three: psycopg.Connection[Any]) -> None:
+    three.execute("INSERT INTO experiments (experiment_id, name) VALUES ('empty', 'e')")
+    assert admin.delete_experiment(three, "empty") == {"experiments": 1, **counts(three, "none")}
 
 
 def test_cli_delete_needs_yes(
@@ -135,7 +144,10 @@ def test_cli_delete_needs_yes(
 
     assert cli.main(["--dsn", dsn, "--json", "delete-simulation", "A", "--yes"]) == 0
     assert json.loads(capsys.readouterr().out) == {"deleted": True, "rows": before}
-    assert cli.main(["--dsn", dsn, "delete-experiment", "exp", "--yes"]) == 0
+    assert cli.main(["--dsn", dsn, "delete-experiment", "exp", "--yes"]) == 1
+    assert "still holds 1 simulation(s) ('B')" in capsys.readouterr().err
+    assert counts(conn, "B")["simulations"] == 1
+    assert cli.main(["--dsn", dsn, "delete-experiment", "exp", "--yes", "--cascade"]) == 0
     assert counts(conn, "B")["simulations"] == 0 and counts(conn, "C")["simulations"] == 1
     assert cli.main(["--dsn", dsn, "delete-simulation", "nope", "--yes"]) == 7
     assert "simulation 'nope' does not exist" in capsys.readouterr().err

@@ -1,18 +1,16 @@
 """The shipped migrations work with the host backend's runner, unchanged.
 
-`host_run_migrations` below re-implements the host backend's `run_migrations` (its
-schema_manager module) line for line: a `migrations` table in the connection's search path,
-the last applied version read once, then for each pending migration
-`with conn.transaction(): migration.up(conn); insert row`, and one final commit, on a
-NON-autocommit connection, where `conn.transaction()` is a savepoint of one outer
-transaction. Applying our list that way must give the same schema as our runner.
+`tests/host_double.py` re-implements the host backend's runner from its documented
+semantics: a `migrations` table in the connection's search path, the last applied version
+read once, then for each pending migration `with conn.transaction(): migration.up(conn);
+insert row`, and one final commit, on a NON-autocommit connection, where
+`conn.transaction()` is a savepoint of one outer transaction. Applying our list that way
+must give the same schema as our runner.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -20,66 +18,9 @@ from psycopg import sql
 
 from sim_schema.migration import Migration, load_migrations
 
+from host_double import host_run_migrations, host_run_migrations_async, host_validate
+
 SCHEMA = "sim"
-
-# --- the host backend's runner, as it is ------------------------------------------------
-
-_DDL = sql.SQL(
-    "CREATE TABLE IF NOT EXISTS migrations ("
-    " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
-    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-)
-_LAST = sql.SQL(
-    "SELECT version, description, applied_at FROM migrations ORDER BY version DESC LIMIT 1"
-)
-_INSERT = sql.SQL("INSERT INTO migrations (version, description, applied_at) VALUES (%s, %s, %s)")
-
-
-def host_validate(migrations: Sequence[Any]) -> None:
-    for i, migration in enumerate(migrations):
-        if migration.version() != i:
-            raise ValueError(f"Migration {i} has version {migration.version()}")
-
-
-def host_run_migrations(conn: psycopg.Connection[Any], migrations: Sequence[Any]) -> None:
-    host_validate(migrations)
-    with conn.cursor() as cursor:
-        cursor.execute(_DDL)
-        conn.commit()
-    with conn.cursor() as cursor:
-        cursor.execute(_LAST)
-        row = cursor.fetchone()
-    last = row[0] if row else -1
-    for migration in migrations[last + 1 :]:
-        with conn.transaction():
-            migration.up(conn)
-            with conn.cursor() as cursor:
-                cursor.execute(
-                    _INSERT, (migration.version(), migration.description(), datetime.now())
-                )
-    conn.commit()
-
-
-async def host_run_migrations_async(
-    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Any]
-) -> None:
-    host_validate(migrations)
-    async with conn.cursor() as cursor:
-        await cursor.execute(_DDL)
-        await conn.commit()
-    async with conn.cursor() as cursor:
-        await cursor.execute(_LAST)
-        row = await cursor.fetchone()
-    last = row[0] if row else -1
-    for migration in migrations[last + 1 :]:
-        async with conn.transaction():
-            await migration.up_async(conn)
-            async with conn.cursor() as cursor:
-                await cursor.execute(
-                    _INSERT, (migration.version(), migration.description(), datetime.now())
-                )
-    await conn.commit()
-
 
 # --- catalog dump -----------------------------------------------------------------------
 

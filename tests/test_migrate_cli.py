@@ -105,11 +105,24 @@ def test_wrong_password_is_reported_without_the_password(server_dsn: str, blank_
 
 
 def test_password_in_dsn_never_appears_in_a_failure(blank_dsn: str) -> None:
+    assert run("--dsn", blank_dsn, "migrate", "--to", str(N - 2)).returncode == 0
+    with psycopg.connect(blank_dsn, autocommit=True) as conn:
+        conn.execute("CREATE INDEX agent_states_by_agent_idx ON sim.agents (agent_id)")
+    done = run("--dsn", with_password(blank_dsn), "migrate")  # the last one collides
+    assert_one_line_error(done, 6, f"migration {N - 1}", "already exists")
+
+
+def test_objects_without_tracking_rows_are_untracked_not_pending(blank_dsn: str) -> None:
     with psycopg.connect(blank_dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA sim")
-        conn.execute("CREATE TABLE sim.experiments (x integer)")  # migration 0 will collide
-    done = run("--dsn", with_password(blank_dsn), "migrate")
-    assert_one_line_error(done, 6, "migration 0", "already exists")
+        conn.execute("CREATE TABLE sim.experiments (x integer)")
+    for command in ("migrate", "plan"):
+        line = assert_one_line_error(run("--dsn", blank_dsn, command), 8, "records no migration")
+        assert "sim-schema baseline" in line and "experiments" in line
+    done = run("--dsn", blank_dsn, "--json", "status")
+    assert done.returncode == 8, done.stderr
+    assert {m["state"] for m in json.loads(done.stdout)["migrations"]} == {"untracked"}
+    assert tracking(blank_dsn) == []  # nothing was recorded or created
 
 
 # --- databases the code does not expect -------------------------------------------------

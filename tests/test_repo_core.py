@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from sim_schema import repositories as repo
-from sim_schema.errors import AlreadyExists, NotFound
+from sim_schema.errors import AlreadyExists, LifecycleError, NotFound
 from sim_schema.models import Experiment, Simulation, SimulationConfig
 from sim_schema.settings import Settings
 from sim_schema.store import Store
@@ -171,7 +171,12 @@ async def test_delete_cascades(aconn: Conn) -> None:
     await repo.create_experiment(aconn, "e", "exp")
     await repo.create_simulation(aconn, "s", experiment_id="e")
     await repo.save_simulation_config(aconn, "s", {"a": 1})
-    await repo.delete_experiment(aconn, "e")
+    with pytest.raises(LifecycleError, match="still holds 1 simulation"):
+        await repo.delete_experiment(aconn, "e")
+    assert await repo.find_simulation(aconn, "s") is not None
+    deleted = await repo.delete_experiment(aconn, "e", cascade=True)
+    assert deleted["experiments"] == 1 and deleted["simulations"] == 1
+    assert deleted["simulation_config"] == 1
     assert await repo.find_simulation(aconn, "s") is None
     assert await repo.list_simulation_configs(aconn, "s") == []
     await repo.create_simulation(aconn, "s2")

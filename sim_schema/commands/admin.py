@@ -22,8 +22,13 @@ def register(sub: Any) -> None:
     p.add_argument("--yes", action="store_true", help="really delete (else: show what would go)")
     p.set_defaults(handler=run_delete_simulation)
 
-    p = sub.add_parser("delete-experiment", help="delete an experiment and all its simulations")
+    p = sub.add_parser(
+        "delete-experiment", help="delete an experiment (with --cascade: and its simulations)"
+    )
     p.add_argument("experiment")
+    p.add_argument(
+        "--cascade", action="store_true", help="also delete the simulations it still holds"
+    )
     p.add_argument("--yes", action="store_true", help="really delete (else: show what would go)")
     p.set_defaults(handler=run_delete_experiment)
 
@@ -44,36 +49,46 @@ def register(sub: Any) -> None:
 
 
 def run_delete_simulation(args: argparse.Namespace) -> int:
-    with connect(cli.settings_from(args)) as conn:
+    settings = cli.settings_from(args)
+    schema = settings.schema_name
+    with connect(settings) as conn:
         if not args.yes:
-            admin.require_simulation(conn, args.simulation)
-            counts = admin.row_counts(conn, [args.simulation])
+            admin.require_simulation(conn, args.simulation, schema=schema)
+            counts = admin.row_counts(conn, [args.simulation], schema=schema)
             return _refuse(args, f"simulation {args.simulation!r}", counts)
-        counts = admin.delete_simulation(conn, args.simulation)
+        counts = admin.delete_simulation(conn, args.simulation, schema=schema)
     _report(args, f"deleted simulation {args.simulation!r}", counts)
     return cli.EXIT_OK
 
 
 def run_delete_experiment(args: argparse.Namespace) -> int:
-    with connect(cli.settings_from(args)) as conn:
+    settings = cli.settings_from(args)
+    schema = settings.schema_name
+    with connect(settings) as conn:
         if not args.yes:
-            ids = admin.simulations_of(conn, args.experiment)
-            counts = {"experiments": 1, **admin.row_counts(conn, ids)}
+            ids = admin.simulations_of(conn, args.experiment, schema=schema)
+            counts = {"experiments": 1, **admin.row_counts(conn, ids, schema=schema)}
             return _refuse(args, f"experiment {args.experiment!r}", counts)
-        counts = admin.delete_experiment(conn, args.experiment)
+        counts = admin.delete_experiment(
+            conn, args.experiment, cascade=args.cascade, schema=schema
+        )
     _report(args, f"deleted experiment {args.experiment!r}", counts)
     return cli.EXIT_OK
 
 
 def run_archive(args: argparse.Namespace) -> int:
-    with connect(cli.settings_from(args)) as conn:
-        admin.require_simulation(conn, args.simulation)
+    settings = cli.settings_from(args)
+    schema = settings.schema_name
+    with connect(settings) as conn:
+        admin.require_simulation(conn, args.simulation, schema=schema)
         if not args.yes:
-            counts = admin.row_counts(conn, [args.simulation])
+            counts = admin.row_counts(conn, [args.simulation], schema=schema)
             return _refuse(
                 args, f"simulation {args.simulation!r} (after export to {args.out})", counts
             )
-        result = admin.archive_simulation(conn, args.simulation, args.out, fmt=args.format)
+        result = admin.archive_simulation(
+            conn, args.simulation, args.out, fmt=args.format, schema=schema
+        )
     _report(
         args,
         f"archived simulation {args.simulation!r} to {result.out_dir}, then deleted",

@@ -40,10 +40,12 @@ def register(sub: Any) -> None:
 def run_export(args: argparse.Namespace) -> int:
     tables = validate_tables([t.strip() for t in args.tables.split(",")] if args.tables else None)
     validate_format(args.format)
-    with connect(cli.settings_from(args)) as conn:
+    settings = cli.settings_from(args)
+    with connect(settings) as conn:
         manifest = export(
             conn,
             args.out,
+            schema=settings.schema_name,
             simulations=args.simulation,
             experiment=args.experiment,
             tables=tables,
@@ -61,10 +63,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_export_decisions(args: argparse.Namespace) -> int:
-    with connect(cli.settings_from(args)) as conn:
+    settings = cli.settings_from(args)
+    with connect(settings) as conn:
         rec = export_decisions(
             conn,
             args.out,
+            schema=settings.schema_name,
             simulations=args.simulation,
             experiment=args.experiment,
             agents=args.agent,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from .. import cli
@@ -50,6 +51,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("plan", help="print the SQL migrate would run; change nothing")
     p.add_argument("--to", type=int, help="stop at this version")
     p.set_defaults(handler=run_plan)
+
+    p = sub.add_parser(
+        "baseline",
+        help="adopt a schema installed without tracking rows, after checking it matches",
+    )
+    p.add_argument(
+        "--to", type=int, required=True, help="the version the installed schema is at"
+    )
+    p.set_defaults(handler=run_baseline)
 
 
 def _runner(args: argparse.Namespace) -> tuple[Settings, MigrationRunner]:
@@ -105,6 +115,13 @@ def run_status(args: argparse.Namespace) -> int:
         for s in states:
             when = s.applied_at.isoformat(timespec="seconds") if s.applied_at else ""
             print(f"{s.version:4d}  {s.state:8s}  {when:25s}  {s.description}")
+    if any(s.state == "untracked" for s in states):
+        print(
+            f"sim-schema: schema {runner.schema!r} holds objects but records no migration: "
+            "adopt it with `sim-schema baseline --to VERSION`",
+            file=sys.stderr,
+        )
+        return cli.EXIT_UNTRACKED
     bad = any(s.state in ("drifted", "unknown") for s in states)
     return cli.EXIT_VERIFICATION if bad else cli.EXIT_OK
 
@@ -139,4 +156,19 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"-- migration {m.version()}: {m.description()}{kind}")
             for stmt in m.statements:
                 print(stmt.rstrip() + ";\n")
+    return cli.EXIT_OK
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    """Record versions 0..--to as applied, only if the live catalog is exactly theirs."""
+    settings, runner = _runner(args)
+    with connect(settings) as conn:
+        records = runner.baseline(conn, args.to)
+    if args.json:
+        print(json.dumps({"schema": runner.schema, "baselined": [r.version for r in records]}))
+    else:
+        print(
+            f"schema {runner.schema}: the catalog matches versions 0..{args.to}; "
+            f"recorded them as applied ({records[-1].applied_by})"
+        )
     return cli.EXIT_OK

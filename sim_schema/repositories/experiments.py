@@ -7,10 +7,12 @@ Lifecycle (enforced by one conditional UPDATE, so concurrent callers cannot both
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from psycopg import sql
 
+from .. import ops
+from ..admin import delete_experiment_work
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Experiment, ExperimentStatus
 from ._sql import Conn, columns, fetch_one, json_value, select_rows
@@ -179,11 +181,16 @@ async def update_experiment(
     return row
 
 
-async def delete_experiment(conn: Conn, experiment_id: str) -> None:
-    """Delete the experiment and, by cascade, its simulations and all their data."""
-    cur = await conn.execute("DELETE FROM experiments WHERE experiment_id = %s", (experiment_id,))
-    if cur.rowcount == 0:
-        raise NotFound(f"experiment {experiment_id!r} not found")
+async def delete_experiment(
+    conn: Conn, experiment_id: str, *, cascade: bool = False
+) -> dict[str, int]:
+    """Delete the experiment; rows deleted per table.
+
+    `LifecycleError` naming how many simulations it still holds, unless `cascade=True`,
+    which deletes them and all their data with it (`sim_schema.admin.delete_experiment`).
+    """
+    work = delete_experiment_work(experiment_id, cascade=cascade)
+    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what="delete"))
 
 
 async def _transition(

@@ -20,10 +20,12 @@ cannot complete; it can fail or be aborted (setup errors).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from psycopg import sql
 
+from .. import ops
+from ..admin import delete_simulation_work
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Simulation, SimulationConfig, SimulationStatus
 from ._sql import Conn, columns, fetch_all, fetch_one, json_value, select_rows
@@ -144,11 +146,10 @@ async def update_simulation(
     return row
 
 
-async def delete_simulation(conn: Conn, simulation_id: str) -> None:
-    """Delete the simulation and, by cascade, every row of its data."""
-    cur = await conn.execute("DELETE FROM simulations WHERE simulation_id = %s", (simulation_id,))
-    if cur.rowcount == 0:
-        raise NotFound(f"simulation {simulation_id!r} not found")
+async def delete_simulation(conn: Conn, simulation_id: str) -> dict[str, int]:
+    """Delete the simulation and every row of its data; rows deleted per table."""
+    work = delete_simulation_work(simulation_id)
+    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what="delete"))
 
 
 async def _transition(
