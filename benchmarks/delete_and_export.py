@@ -7,10 +7,10 @@ usage: bench_delete.py SERVER_DSN [agents] [steps]
 import sys, time, tempfile, threading
 import psycopg
 from psycopg.conninfo import make_conninfo, conninfo_to_dict
-from sim_schema.migration import load_migrations
-from sim_schema.runner import MigrationRunner
+from sim_schema.migrations.migration import load_migrations
+from sim_schema.migrations.runner import MigrationRunner
 from sim_schema import admin
-from sim_schema.export import export
+from sim_schema.read.export import export
 
 server = sys.argv[1]; agents = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 1000

@@ -108,7 +108,7 @@ async def _bulk_ingest(dsn: str, rows: Sequence[StateRow]) -> float:
 
 
 def bulk_ingest(dsn: str, rows: Sequence[StateRow]) -> float:
-    """`sim_schema.copy.copy_rows` (validation + ledger + binary COPY), WRITER_BATCH rows a call."""
+    """`sim_schema.ingest.writer.copy_rows` (validation + ledger + binary COPY), WRITER_BATCH rows a call."""
     return asyncio.run(_bulk_ingest(dsn, rows))
 
 
@@ -282,8 +282,8 @@ def client_costs(rows: Sequence[StateRow]) -> dict[str, float]:
     """Client-side CPU per row (µs) of the steps our paths add, no database involved."""
     import json
 
-    from sim_schema.specs import SPECS
-    from sim_schema.validation import encode_json, validate
+    from sim_schema.catalog import SPECS
+    from sim_schema.values import encode_json, validate
 
     out: dict[str, float] = {}
     sim = rows[0][0]

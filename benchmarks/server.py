@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from sim_schema.migration import load_migrations
-from sim_schema.runner import MigrationRunner
+from sim_schema.migrations.migration import load_migrations
+from sim_schema.migrations.runner import MigrationRunner
 
 SCHEMA = "sim"
 

@@ -1,21 +1,79 @@
-"""sim_schema: PostgreSQL storage for agent-based simulations."""
+"""sim_schema: PostgreSQL storage for agent-based simulations.
 
-from .errors import SimSchemaError
-from .migration import Migration, SqlMigration, host_migrations, load_migrations
-from .runner import MigrationRunner, migrate, migrate_async
+The front door: everything a service, a deploy job or a notebook needs is importable from
+here. `repositories` (row-at-a-time data access), `queries` (the typed read API) and
+`admin` (delete, archive, grants) are modules, used as `sim_schema.queries.agent_history`.
+"""
+
+from . import admin, repositories
+from .errors import (
+    AlreadyExists,
+    ArchiveRefused,
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseTimeout,
+    IngestError,
+    InvalidIndexError,
+    LifecycleError,
+    LockTimeout,
+    MigrationDefinitionError,
+    MigrationError,
+    MigrationFailed,
+    NotFound,
+    PartialMigrationFailed,
+    SimSchemaError,
+    UntrackedSchema,
+    ValidationError,
+    VerificationError,
+)
+from .ingest.experiment import ExperimentManager, SimulationContext
+from .ingest.logger import RetryPolicy, SimulationLogger, SyncSimulationLogger
+from .migrations.migration import Migration, SqlMigration, host_migrations, load_migrations
+from .migrations.runner import MigrationRunner, migrate, migrate_async
+from .read import queries
+from .read.export import export, export_async, export_decisions, export_decisions_async
 from .settings import Settings
 from .store import Store
 
 __all__ = [
+    "AlreadyExists",
+    "ArchiveRefused",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "DatabaseTimeout",
+    "ExperimentManager",
+    "IngestError",
+    "InvalidIndexError",
+    "LifecycleError",
+    "LockTimeout",
     "Migration",
+    "MigrationDefinitionError",
+    "MigrationError",
+    "MigrationFailed",
     "MigrationRunner",
+    "NotFound",
+    "PartialMigrationFailed",
+    "RetryPolicy",
     "Settings",
     "SimSchemaError",
+    "SimulationContext",
+    "SimulationLogger",
     "SqlMigration",
     "Store",
+    "SyncSimulationLogger",
+    "UntrackedSchema",
+    "ValidationError",
+    "VerificationError",
+    "admin",
+    "export",
+    "export_async",
+    "export_decisions",
+    "export_decisions_async",
     "host_migrations",
     "load_migrations",
     "migrate",
     "migrate_async",
+    "queries",
+    "repositories",
 ]
 __version__ = "0.1.0"

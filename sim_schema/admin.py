@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, LiteralString, cast
 
@@ -25,8 +24,10 @@ from psycopg import sql
 
 from . import ops
 from .errors import ArchiveRefused, ConfigurationError, LifecycleError, NotFound
-from .export import TABLES, Manifest, count_file_rows, export_work, file_sha256
-from .migration import DEFAULT_SCHEMA, split_statements
+from .migrations.migration import split_statements
+from .names import DEFAULT_SCHEMA
+from .read.export import TABLES, Manifest, count_file_rows, export_work, file_sha256
+from .shipped import shipped_dir
 
 _ROLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
 _PSQL_VARIABLE = re.compile(r':"(role|schema)"')
@@ -405,10 +406,4 @@ def _grant(role: str, schema: str) -> ops.Work:
 
 
 def _grant_sql_path() -> Path:
-    """`sim_schema/_sql` in a built wheel, the repository's `sql/` otherwise."""
-    packaged = resources.files("sim_schema") / "_sql"
-    if packaged.is_dir():
-        base = Path(str(packaged))
-    else:
-        base = Path(__file__).resolve().parent.parent / "sql"
-    return base / "roles" / "grant_read_only.sql"
+    return shipped_dir("sql") / "roles" / "grant_read_only.sql"

@@ -11,7 +11,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigurationError
-from .migration import DEFAULT_SCHEMA, validate_schema_name
+from .names import DEFAULT_SCHEMA, validate_schema_name
 
 ENV_PREFIX = "SIM_SCHEMA_"
 

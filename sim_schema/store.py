@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import ops
 from .errors import ConnectionFailed, SimSchemaError
-from .migration import DEFAULT_SCHEMA
+from .names import DEFAULT_SCHEMA
 from .settings import Settings, redact_message
 
 

@@ -18,8 +18,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
-from sim_schema.migration import load_migrations
-from sim_schema.runner import MigrationRunner
+from sim_schema.migrations.migration import load_migrations
+from sim_schema.migrations.runner import MigrationRunner
 
 SCHEMA = "sim"
 

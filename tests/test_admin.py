@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from sim_schema import admin, cli
 from sim_schema.errors import ArchiveRefused, LifecycleError, NotFound
-from sim_schema.export import TABLES, export
+from sim_schema.read.export import TABLES, export
 
 
 def seed(conn: psycopg.Connection[Any], sim: str, experiment: str | None = None) -> None:

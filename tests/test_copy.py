@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sim_schema.copy import BulkWriter, CopyBatch, copy_rows
+from sim_schema.ingest.writer import BulkWriter, CopyBatch, copy_rows
 from sim_schema.errors import SimSchemaError, ValidationError
-from sim_schema.specs import SPECS
-from sim_schema.validation import VALIDATION_STEP, validate
+from sim_schema.catalog import SPECS
+from sim_schema.values import VALIDATION_STEP, validate
 
 SIM = "sim-copy"
 

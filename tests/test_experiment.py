@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from sim_schema.errors import IngestError, LifecycleError
-from sim_schema.experiment import ExperimentManager
+from sim_schema.ingest.experiment import ExperimentManager
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 

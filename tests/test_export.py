@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 from sim_schema import cli
 from sim_schema.errors import ConfigurationError, NotFound
-from sim_schema.export import (
+from sim_schema.read.export import (
     DECISION_COLUMNS,
     TABLES,
     Manifest,

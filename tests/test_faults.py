@@ -25,9 +25,9 @@ import pytest
 
 from sim_schema import repositories as repo
 from sim_schema.errors import ConnectionFailed, IngestError, SimSchemaError
-from sim_schema.logger import RetryPolicy, SimulationLogger
-from sim_schema.migration import SqlMigration, load_migrations
-from sim_schema.runner import MigrationRunner
+from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
+from sim_schema.migrations.migration import SqlMigration, load_migrations
+from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 
@@ -375,7 +375,7 @@ _CHILD = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_faults import state_rows
-    from sim_schema.logger import SyncSimulationLogger
+    from sim_schema.ingest.logger import SyncSimulationLogger
     from sim_schema.settings import Settings
 
     agents = ["a1", "a2", "a3"]

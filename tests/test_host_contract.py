@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sim_schema.migration import Migration, load_migrations
+from sim_schema.migrations.migration import Migration, load_migrations
 
 from host_double import host_run_migrations, host_run_migrations_async, host_validate
 

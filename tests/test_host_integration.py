@@ -29,17 +29,19 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 import sim_schema
-from sim_schema import live_schema, ops, queries
+from sim_schema import ops
+from sim_schema.migrations import live_schema
+from sim_schema.read import queries
 from sim_schema import repositories as repo
 from sim_schema.errors import (
     ConfigurationError,
     MigrationFailed,
     VerificationError,
 )
-from sim_schema.experiment import ExperimentManager
-from sim_schema.export import export_async
-from sim_schema.migration import SqlMigration, host_migrations, load_migrations, lock_key
-from sim_schema.runner import MigrationRunner
+from sim_schema.ingest.experiment import ExperimentManager
+from sim_schema.read.export import export_async
+from sim_schema.migrations.migration import SqlMigration, host_migrations, load_migrations, lock_key
+from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.store import Store
 
 N = len(load_migrations(None))

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sim_schema import queries
+from sim_schema.read import queries
 from sim_schema import repositories as repo
-from sim_schema.copy import copy_rows
+from sim_schema.ingest.writer import copy_rows
 from sim_schema.errors import ConfigurationError, NotFound, SimSchemaError
-from sim_schema.export import export, validate_tables
+from sim_schema.read.export import export, validate_tables
 from sim_schema.settings import Settings
-from sim_schema.specs import SPECS
+from sim_schema.catalog import SPECS
 from sim_schema.store import Store
 
 PAYLOADS = [
@@ -214,7 +214,7 @@ def test_cli_identifiers_and_filters_refused_or_data(
 
 
 def test_sync_filters_through_sql_library(guarded: psycopg.Connection[Any]) -> None:
-    from sim_schema.sqllib import load_library, run_query
+    from sim_schema.read.sqllib import load_library, run_query
 
     guarded.execute("INSERT INTO simulations (simulation_id) VALUES ('q1')")
     for name, query in load_library().items():

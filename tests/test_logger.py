@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from sim_schema.errors import IngestError, ValidationError
-from sim_schema.logger import SimulationLogger, SyncSimulationLogger
+from sim_schema.ingest.logger import SimulationLogger, SyncSimulationLogger
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 

@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from sim_schema.copy import BulkWriter, CopyBatch
+from sim_schema.ingest.writer import BulkWriter, CopyBatch
 from sim_schema.errors import IngestError
-from sim_schema.logger import RetryPolicy, SimulationLogger
+from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from sim_schema.migration import load_migrations
+from sim_schema.migrations.migration import load_migrations
 
 N = len(load_migrations(None))
 SECRET = "hunter2-" + secrets.token_hex(4)

@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from sim_schema import repositories as repo
-from sim_schema.copy import copy_rows
+from sim_schema.ingest.writer import copy_rows
 from sim_schema.errors import IngestError, ValidationError
-from sim_schema.logger import RetryPolicy, SimulationLogger
+from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
 from sim_schema.models import AgentCreate, AgentDecisionCreate, EventCreate
 from sim_schema.settings import Settings
-from sim_schema.specs import AGENT_DEPENDENT, SPECS, Column
+from sim_schema.catalog import AGENT_DEPENDENT, SPECS, Column
 from sim_schema.store import Store
 
 SETTINGS = settings(

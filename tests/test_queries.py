@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from seed import EXPERIMENT, Seed, insert, make_seed, seed_bulk
 
-from sim_schema import queries as q
+from sim_schema.read import queries as q
 from sim_schema.errors import ConfigurationError, NotFound
 
 SIM = "sim_b"

@@ -27,8 +27,8 @@ from sim_schema.errors import (
     PartialMigrationFailed,
     VerificationError,
 )
-from sim_schema.migration import SqlMigration, load_migrations, load_migrations_from
-from sim_schema.runner import MigrationRunner
+from sim_schema.migrations.migration import SqlMigration, load_migrations, load_migrations_from
+from sim_schema.migrations.runner import MigrationRunner
 
 SHIPPED = load_migrations(None)
 

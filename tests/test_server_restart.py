@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from sim_schema import repositories as repo
-from sim_schema.logger import RetryPolicy, SimulationLogger
-from sim_schema.migration import load_migrations
-from sim_schema.runner import MigrationRunner
+from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
+from sim_schema.migrations.migration import load_migrations
+from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 

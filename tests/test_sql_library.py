@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from seed import EXPERIMENT, Seed, insert, make_seed
 
-from sim_schema import sqllib
+from sim_schema.read import sqllib
 from sim_schema.errors import ConfigurationError
 
 SIM = "sim_c"

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim_schema.errors import ValidationError
-from sim_schema.specs import SPECS, Column
-from sim_schema.validation import _check_column, _plainly_valid, validate
+from sim_schema.catalog import SPECS, Column
+from sim_schema.values import _check_column, _plainly_valid, validate
 
 ANY_VALUE = st.one_of(
     st.none(),

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sim_schema.migration import load_migrations
+from sim_schema.migrations.migration import load_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_wheel_alone_migrates_a_database(tmp_path: Path, blank_dsn: str) -> None
         [
             str(python),
             "-c",
-            "import sim_schema, sim_schema.migration as m;"
+            "import sim_schema, sim_schema.migrations.migration as m;"
             " print(sim_schema.__file__); print(m.migrations_dir())",
         ],
         tmp_path,

@@ -22,12 +22,7 @@ from .agents import (
     register_agent,
     register_agents,
 )
-from .decisions import (
-    add_decision_feedback,
-    get_decision,
-    list_decisions,
-    record_decision,
-)
+from .decisions import add_decision_feedback, get_decision, list_decisions, record_decision
 from .environment import (
     get_environment_state,
     latest_environment_state,

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from ..errors import AlreadyExists, DatabaseTimeout, NotFound, ValidationError
 from ..models import Record
-from ..validation import nul_in_json
+from ..values import nul_in_json
 
 R = TypeVar("R", bound=Record)
 

@@ -8,13 +8,7 @@ event logs with server-assigned ids and are plain inserts.
 from __future__ import annotations
 
 from ..errors import NotFound
-from ..models import (
-    HealthIncident,
-    Interaction,
-    LearningExperience,
-    ResourceState,
-    SimulationStep,
-)
+from ..models import HealthIncident, Interaction, LearningExperience, ResourceState, SimulationStep
 from ._sql import Conn, R, insert_record, select_rows, upsert_clause
 
 _STEP_UPSERT = upsert_clause(("simulation_id", "step"), tuple(SimulationStep.model_fields))

@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import queries
-from . import repositories as repo
-from .demo_model import Agent, World
-from .experiment import ExperimentManager, SimulationContext
-from .models import AgentDecisionCreate
-from .store import Store
+from .. import repositories as repo
+from ..ingest.experiment import ExperimentManager, SimulationContext
+from ..models import AgentDecisionCreate
+from ..read import queries
+from ..store import Store
+from .model import Agent, World
 
 REGEN_RATES = (0.6, 0.9, 1.2)
 

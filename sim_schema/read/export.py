@@ -24,10 +24,10 @@ from typing import IO, Any, Literal, cast
 import psycopg
 from psycopg import sql
 
-from . import ops
-from .errors import ConfigurationError, NotFound, SimSchemaError
-from .migration import DEFAULT_SCHEMA
-from .progress import Progress
+from .. import ops
+from ..errors import ConfigurationError, NotFound, SimSchemaError
+from ..names import DEFAULT_SCHEMA
+from ..progress import Progress
 
 Format = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "jsonl", "parquet")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from ..shipped import shipped_dir
 
 _PLACEHOLDER = re.compile(r"%\(([a-z_][a-z0-9_]*)\)s")
 
@@ -55,11 +55,7 @@ class LibraryQuery:
 
 
 def sql_dir() -> Path:
-    """`sim_schema/_sql` in a built wheel, the repository's `sql/` otherwise."""
-    packaged = resources.files("sim_schema") / "_sql"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "sql"
+    return shipped_dir("sql")
 
 
 def parse_query(path: Path, text: str) -> LibraryQuery:

@@ -20,9 +20,10 @@ from typing import Any, TextIO
 
 import psycopg
 
-from .. import cli, queries, sqllib
 from ..errors import ConfigurationError, NotFound
+from ..read import queries, sqllib
 from ..store import Store, connect
+from . import common
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -68,7 +69,7 @@ def register(sub: Any) -> None:
 
 def _with_conn(args: argparse.Namespace, work: Callable[[Conn], Awaitable[int]]) -> int:
     async def main() -> int:
-        async with Store(cli.settings_from(args)) as store, store.connection() as conn:
+        async with Store(common.settings_from(args)) as store, store.connection() as conn:
             return await work(conn)
 
     return asyncio.run(main())
@@ -145,7 +146,7 @@ def _emit(args: argparse.Namespace, columns: Sequence[str], rows: Iterable[Seque
     for row in rows:
         output.write(row)
     output.close()
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def _emit_records(args: argparse.Namespace, cls: type[Any], records: Iterable[Any]) -> int:
@@ -213,7 +214,7 @@ def run_compare(args: argparse.Namespace) -> int:
             async for p in points:
                 output.write((p.simulation_id, p.step, p.value))
             output.close()
-            return cli.EXIT_OK
+            return common.EXIT_OK
         # A terminal gets one column per simulation.
         table: dict[int, dict[str, float | None]] = {}
         sims: dict[str, None] = {}
@@ -279,7 +280,7 @@ def run_query(args: argparse.Namespace) -> int:
     params = query.bind(_params(args.param))
     # A server-side cursor: rows arrive in batches, and the columns are known up front
     # (a CSV header even for an empty result).
-    with (connect(cli.settings_from(args)) as conn, conn.transaction(),
+    with (connect(common.settings_from(args)) as conn, conn.transaction(),
           conn.cursor(name="sim_schema_query") as cur):
         try:
             cur.execute(query.statement, params)
@@ -292,4 +293,4 @@ def run_query(args: argparse.Namespace) -> int:
         for row in cur:
             output.write(row)
         output.close()
-    return cli.EXIT_OK
+    return common.EXIT_OK

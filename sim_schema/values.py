@@ -24,8 +24,8 @@ from itertools import repeat
 from operator import contains, is_not
 from typing import Any
 
+from .catalog import Column, Row, spec_of
 from .errors import ValidationError
-from .specs import Column, Row, spec_of
 
 # Rows validated in one go while a COPY streams: the server loads one step while the next
 # is checked; short steps keep the socket buffer from running dry (copy._validated_steps).

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import cli
-from ..export import FORMATS, export, export_decisions, validate_format, validate_tables
+from ..read.export import FORMATS, export, export_decisions, validate_format, validate_tables
 from ..store import connect
+from . import common
 
 
 def register(sub: Any) -> None:
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
 def run_export(args: argparse.Namespace) -> int:
     tables = validate_tables([t.strip() for t in args.tables.split(",")] if args.tables else None)
     validate_format(args.format)
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     with connect(settings) as conn:
         manifest = export(
             conn,
@@ -59,11 +59,11 @@ def run_export(args: argparse.Namespace) -> int:
         for table, rec in manifest.tables.items():
             print(f"{table:22s} {rec.rows:>12,} rows {rec.bytes:>14,} bytes  {args.out / rec.file}")
         print(f"manifest: {args.out / 'manifest.json'}")
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run_export_decisions(args: argparse.Namespace) -> int:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     with connect(settings) as conn:
         rec = export_decisions(
             conn,
@@ -83,4 +83,4 @@ def run_export_decisions(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{rec.rows:,} decisions, {rec.bytes:,} bytes: {args.out}")
-    return cli.EXIT_OK
+    return common.EXIT_OK

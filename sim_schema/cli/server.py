@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import cli, embedded
+from .. import embedded
+from . import common
 
 
 def register(sub: Any) -> None:
@@ -29,17 +30,17 @@ def run_server(args: argparse.Namespace) -> int:
             {"data_dir": str(data_dir), "stopped": stopped},
             f"stopped the server in {data_dir}" if stopped else f"no server running in {data_dir}",
         )
-        return cli.EXIT_OK
+        return common.EXIT_OK
     if args.action == "status" and not (data_dir / "postmaster.pid").exists():
         _say(args, {"data_dir": str(data_dir), "running": False}, f"not running ({data_dir})")
-        return cli.EXIT_NOT_FOUND
+        return common.EXIT_NOT_FOUND
     dsn = embedded.start(data_dir, fresh=args.fresh)
     _say(
         args,
         {"data_dir": str(data_dir), "running": True, "dsn": dsn},
         f'running: {dsn}\n  data: {data_dir}\n  psql: {embedded.psql_path()} "{dsn}"',
     )
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def _say(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

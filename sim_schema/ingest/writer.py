@@ -22,9 +22,9 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from .errors import SimSchemaError, ValidationError
-from .specs import SPECS, Row, TableSpec, spec_of
-from .validation import VALIDATION_STEP, validate
+from ..catalog import SPECS, Row, TableSpec, spec_of
+from ..errors import SimSchemaError, ValidationError
+from ..values import VALIDATION_STEP, validate
 
 # The dumper each column kind is sent with; jsonb payloads are already encoded (above).
 _WIRE_TYPE: dict[str, str] = {

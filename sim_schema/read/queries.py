@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from .errors import ConfigurationError, NotFound
+from ..errors import ConfigurationError, NotFound
 
 Conn = psycopg.AsyncConnection[Any]
 T = TypeVar("T")

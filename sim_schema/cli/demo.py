@@ -12,13 +12,14 @@ from typing import Any
 
 from psycopg import sql
 
-from .. import cli, embedded
-from ..demo import chart_available, format_report, run_demo, write_chart
+from .. import embedded
+from ..demo.run import chart_available, format_report, run_demo, write_chart
 from ..errors import ConfigurationError
-from ..migration import load_migrations
-from ..runner import MigrationRunner
+from ..migrations.migration import load_migrations
+from ..migrations.runner import MigrationRunner
 from ..settings import Settings, redact_dsn
 from ..store import Store, connect, ensure_database
+from . import common
 
 DEMO_DATABASE = "sim_schema_demo"
 
@@ -44,7 +45,7 @@ def register(sub: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     if settings.dsn or any(k in os.environ for k in ("PGHOST", "PGDATABASE", "PGSERVICE")):
         return settings, False
     server = embedded.start(args.data_dir, fresh=args.fresh)
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
         )
-        return cli.EXIT_OK
+        return common.EXIT_OK
     print(format_report(result))
     print()
     if chart:
@@ -103,4 +104,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"  SELECT * FROM simulation_summary WHERE experiment_id = '{result.experiment_id}';")
     if local:
         print("the local server keeps running; stop it with: sim-schema server stop")
-    return cli.EXIT_OK
+    return common.EXIT_OK

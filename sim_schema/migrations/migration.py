@@ -12,39 +12,18 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
-from . import ops
-from .errors import ConfigurationError, MigrationDefinitionError, VerificationError
+from .. import ops
+from ..errors import ConfigurationError, MigrationDefinitionError, VerificationError
+from ..names import DEFAULT_SCHEMA, validate_schema_name, validate_timeout
+from ..shipped import shipped_dir
 
-DEFAULT_SCHEMA = "sim"
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_TIMEOUT = re.compile(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?")
-
-
-def validate_schema_name(schema: str) -> str:
-    """Accept only plain lower-case identifiers, so a schema name is never a quoting puzzle."""
-    if not _SCHEMA_NAME.fullmatch(schema) or schema.startswith("pg_"):
-        raise ConfigurationError(
-            f"invalid schema name {schema!r}: use 1-63 characters of a-z, 0-9 and _, "
-            "not starting with a digit or 'pg_'"
-        )
-    return schema
-
-
-def validate_timeout(name: str, value: str) -> str:
-    """A PostgreSQL duration such as '5s', '250ms', '30min' or '0' (no limit)."""
-    if not _TIMEOUT.fullmatch(value.strip()):
-        raise ConfigurationError(
-            f"invalid {name} {value!r}: use a PostgreSQL duration like 5s, 250ms, 30min or 0"
-        )
-    return value.strip()
 
 
 def _without_comments(statement: str) -> str:
@@ -378,11 +357,7 @@ def parse_migration_file(path: Path, text: str) -> SqlMigration:
 
 
 def migrations_dir() -> Path:
-    """`sim_schema/_migrations` in a built wheel, the repository's `migrations/` otherwise."""
-    packaged = resources.files("sim_schema") / "_migrations"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return shipped_dir("migrations")
 
 
 def load_migrations_from(directory: Path, schema: str | None = None) -> list[SqlMigration]:

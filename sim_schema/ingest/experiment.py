@@ -15,11 +15,11 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
-from . import repositories as repo
-from .errors import LifecycleError, SimSchemaError
+from .. import repositories as repo
+from ..errors import LifecycleError, SimSchemaError
+from ..models import Experiment, ExperimentStatus, Simulation, SimulationStatus
+from ..store import Store
 from .logger import RetryPolicy, SimulationLogger
-from .models import Experiment, ExperimentStatus, Simulation, SimulationStatus
-from .store import Store
 
 _ACTIVE = (SimulationStatus.RUNNING, SimulationStatus.PAUSED)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from . import ops
+from .. import ops
 from .migration import TRACKING_TABLE, SqlMigration
 
 Catalog = dict[str, dict[str, str]]

@@ -7,9 +7,8 @@ import json
 import sys
 from typing import Any
 
-from .. import cli
-from ..migration import load_migrations
-from ..runner import (
+from ..migrations.migration import load_migrations
+from ..migrations.runner import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_LOCK_WAIT,
     DEFAULT_STATEMENT_TIMEOUT,
@@ -17,6 +16,7 @@ from ..runner import (
 )
 from ..settings import Settings
 from ..store import connect
+from . import common
 
 
 def register(sub: Any) -> None:
@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
 
 
 def _runner(args: argparse.Namespace) -> tuple[Settings, MigrationRunner]:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     runner = MigrationRunner(
         load_migrations(None),
         schema=settings.schema_name,
@@ -101,7 +101,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     else:
         for r in result.applied:
             print(f"applied {r.version:4d}  {r.description}  ({r.duration_ms:.0f} ms)")
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -121,9 +121,9 @@ def run_status(args: argparse.Namespace) -> int:
             "adopt it with `sim-schema baseline --to VERSION`",
             file=sys.stderr,
         )
-        return cli.EXIT_UNTRACKED
+        return common.EXIT_UNTRACKED
     bad = any(s.state in ("drifted", "unknown") for s in states)
-    return cli.EXIT_VERIFICATION if bad else cli.EXIT_OK
+    return common.EXIT_VERIFICATION if bad else common.EXIT_OK
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -156,7 +156,7 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"-- migration {m.version()}: {m.description()}{kind}")
             for stmt in m.statements:
                 print(stmt.rstrip() + ";\n")
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run_baseline(args: argparse.Namespace) -> int:
@@ -171,4 +171,4 @@ def run_baseline(args: argparse.Namespace) -> int:
             f"schema {runner.schema}: the catalog matches versions 0..{args.to}; "
             f"recorded them as applied ({records[-1].applied_by})"
         )
-    return cli.EXIT_OK
+    return common.EXIT_OK

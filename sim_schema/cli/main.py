@@ -1,7 +1,7 @@
 """`sim-schema` command line: global options, dispatch, and one exit code per failure kind.
 
-Each command module in `sim_schema/commands/` registers its subcommands; this module owns
-only what they share. Errors become one line on stderr, never a traceback, never a password.
+Each command module in `sim_schema/cli/` registers its subcommands; `common` holds what
+they share. Errors become one line on stderr, never a traceback, never a password.
 """
 
 from __future__ import annotations
@@ -13,41 +13,14 @@ from collections.abc import Sequence
 
 import psycopg
 
-from . import errors
-from .commands import COMMAND_MODULES
-from .settings import Settings
+from .. import errors
+from ..settings import Settings
+from . import admin, analyst, demo, export, migrate, server
+from .common import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, exit_code_for
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CONNECTION = 3
-EXIT_LOCK_TIMEOUT = 4
-EXIT_VERIFICATION = 5
-EXIT_MIGRATION_FAILED = 6
-EXIT_NOT_FOUND = 7
-EXIT_UNTRACKED = 8
-
-# Most specific first: the first matching class decides the exit code.
-_EXIT_CODES: list[tuple[type[errors.SimSchemaError], int]] = [
-    (errors.ConnectionFailed, EXIT_CONNECTION),
-    (errors.LockTimeout, EXIT_LOCK_TIMEOUT),
-    (errors.UntrackedSchema, EXIT_UNTRACKED),
-    (errors.VerificationError, EXIT_VERIFICATION),
-    (errors.InvalidIndexError, EXIT_VERIFICATION),
-    (errors.MigrationDefinitionError, EXIT_VERIFICATION),
-    (errors.MigrationFailed, EXIT_MIGRATION_FAILED),
-    (errors.ArchiveRefused, EXIT_VERIFICATION),
-    (errors.ConfigurationError, EXIT_USAGE),
-    (errors.NotFound, EXIT_NOT_FOUND),
-]
-
-
-def exit_code_for(exc: errors.SimSchemaError) -> int:
-    for cls, code in _EXIT_CODES:
-        if isinstance(exc, cls):
-            return code
-    return EXIT_ERROR
-
+# Each exposes `register(subparsers)`; a handler receives the parsed arguments and
+# returns the exit code. Command modules never import this one (no import cycle).
+COMMAND_MODULES = [migrate, demo, server, export, admin, analyst]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -67,10 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(dsn=args.dsn, schema_name=args.schema)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,13 +32,13 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
-from .copy import BulkWriter, CopyBatch, locate_row
-from .errors import ConnectionFailed, IngestError, SimSchemaError
-from .ids import uuid7
-from .settings import Settings
-from .specs import AGENT_DEPENDENT, SPECS, Row
-from .store import Store
-from .validation import decode_json, encode_json
+from ..catalog import AGENT_DEPENDENT, SPECS, Row
+from ..errors import ConnectionFailed, IngestError, SimSchemaError
+from ..ids import uuid7
+from ..settings import Settings
+from ..store import Store
+from ..values import decode_json, encode_json
+from .writer import BulkWriter, CopyBatch, locate_row
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from . import live_schema, ops
-from .errors import (
+from .. import ops
+from ..errors import (
     ConfigurationError,
     ConnectionFailed,
     InvalidIndexError,
@@ -32,8 +32,9 @@ from .errors import (
     UntrackedSchema,
     VerificationError,
 )
+from ..names import DEFAULT_SCHEMA, validate_schema_name, validate_timeout
+from . import live_schema
 from .migration import (
-    DEFAULT_SCHEMA,
     TRACKING_TABLE,
     SqlMigration,
     create_tracking_table,
@@ -42,9 +43,7 @@ from .migration import (
     lock_key,
     record_applied,
     tracking_table,
-    validate_schema_name,
     validate_sequence,
-    validate_timeout,
 )
 
 DEFAULT_LOCK_WAIT = 60.0

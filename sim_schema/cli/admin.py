@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import admin, cli
-from ..export import FORMATS
+from .. import admin
+from ..read.export import FORMATS
 from ..store import connect
+from . import common
 
 
 def register(sub: Any) -> None:
@@ -49,7 +50,7 @@ def register(sub: Any) -> None:
 
 
 def run_delete_simulation(args: argparse.Namespace) -> int:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     schema = settings.schema_name
     with connect(settings) as conn:
         if not args.yes:
@@ -58,11 +59,11 @@ def run_delete_simulation(args: argparse.Namespace) -> int:
             return _refuse(args, f"simulation {args.simulation!r}", counts)
         counts = admin.delete_simulation(conn, args.simulation, schema=schema)
     _report(args, f"deleted simulation {args.simulation!r}", counts)
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run_delete_experiment(args: argparse.Namespace) -> int:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     schema = settings.schema_name
     with connect(settings) as conn:
         if not args.yes:
@@ -73,11 +74,11 @@ def run_delete_experiment(args: argparse.Namespace) -> int:
             conn, args.experiment, cascade=args.cascade, schema=schema
         )
     _report(args, f"deleted experiment {args.experiment!r}", counts)
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run_archive(args: argparse.Namespace) -> int:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     schema = settings.schema_name
     with connect(settings) as conn:
         admin.require_simulation(conn, args.simulation, schema=schema)
@@ -94,11 +95,11 @@ def run_archive(args: argparse.Namespace) -> int:
         f"archived simulation {args.simulation!r} to {result.out_dir}, then deleted",
         result.deleted,
     )
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run_grant_read_only(args: argparse.Namespace) -> int:
-    settings = cli.settings_from(args)
+    settings = common.settings_from(args)
     with connect(settings) as conn:
         admin.grant_read_only(conn, args.role, settings.schema_name)
     if args.json:
@@ -108,13 +109,13 @@ def run_grant_read_only(args: argparse.Namespace) -> int:
             f"role {args.role!r}: SELECT on every table and view of schema "
             f"{settings.schema_name!r}, including ones created later"
         )
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def _refuse(args: argparse.Namespace, what: str, counts: dict[str, int]) -> int:
     _report(args, f"would delete {what}", counts, deleted=False)
     print("sim-schema: nothing deleted: pass --yes to delete", file=sys.stderr)
-    return cli.EXIT_USAGE
+    return common.EXIT_USAGE
 
 
 def _report(
