@@ -1,36 +1,184 @@
-"""The bulk-ingest tables: each one's COPY column list, types, NULL rules and defaults.
+"""One catalog of the tables, read from the record classes of `sim_schema.models`.
 
-The only module that knows each table's COPY column spec. Rows are tuples in the spec's
-column order, `simulation_id` first.
+For every table: its columns in table order (name, PostgreSQL type, nullability, the
+default a writer that omits it gets, a lower bound, whether inserts write it), its primary
+key, its parent foreign keys and whether it has a step. Everything that needs a column
+list derives it from here: the COPY specs of the logged tables (`SPECS`), the logger's
+rows, the repositories' column lists, export's table list, the foreign-key order the
+logger writes in. `tests/unit/test_catalog.py` compares the catalog with a migrated
+database (names, types, nullability, order) and with docs/schema.md.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal
 
-from .errors import SimSchemaError, ValidationError
+from pydantic.fields import FieldInfo
 
-Kind = Literal["text", "int4", "int8", "float8", "bool", "jsonb", "uuid", "text[]"]
+from . import models
+from .errors import SimSchemaError, ValidationError
+from .models import Parent, Pg, Record
+
+Kind = Literal["text", "int4", "int8", "float8", "bool", "jsonb", "uuid", "text[]", "timestamptz"]
 Row = tuple[Any, ...]
+
+_KINDS: dict[str, Kind] = {
+    "text": "text",
+    "integer": "int4",
+    "bigint": "int8",
+    "double precision": "float8",
+    "boolean": "bool",
+    "jsonb": "jsonb",
+    "uuid": "uuid",
+    "text[]": "text[]",
+    "timestamp with time zone": "timestamptz",
+}
 
 
 @dataclass(frozen=True)
 class Column:
-    """One COPY column: its PostgreSQL type, whether NULL is allowed, a lower bound."""
+    """One column: its type, whether NULL is allowed, the default a writer that leaves it
+    out gets (mirrors the column's DEFAULT), a lower bound (`CHECK (col >= n)`)."""
 
     name: str
-    kind: Kind
+    type: str  # as `format_type` prints it
     nullable: bool = True
-    minimum: int | None = None  # mirrors the table's `CHECK (col >= n)`, caught before COPY
-    default: Any = None  # what a mapping without this key gets (the column's DEFAULT)
+    minimum: int | None = None
+    default: Any = None
+    written: bool = True  # inserts write it (False: the server or a later UPDATE fills it)
+    identity: bool = False
+    factory: Callable[[], Any] | None = None  # makes the default per row (client-made ids)
+
+    @property
+    def kind(self) -> Kind:
+        return _KINDS[self.type]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the catalog."""
+
+    name: str
+    model: type[Record]
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    parents: tuple[Parent, ...]
+    logged: bool
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def has_step(self) -> bool:
+        return "step" in self.names
+
+    @property
+    def per_simulation(self) -> bool:
+        return "simulation_id" in self.names and self.name != "simulations"
+
+    @property
+    def inserted(self) -> tuple[Column, ...]:
+        """The columns an insert of a new row writes (identity ids are left to the server)."""
+        return tuple(c for c in self.columns if c.written and not c.identity)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def _pg(annotation: Any) -> tuple[Pg, bool]:
+    """The Pg metadata inside a field's annotation, and whether `None` is allowed."""
+    nullable = False
+    stack = [annotation]
+    while stack:
+        current = stack.pop()
+        if current is type(None):
+            nullable = True
+        elif typing.get_origin(current) is typing.Annotated:
+            found = [m for m in current.__metadata__ if isinstance(m, Pg)]
+            if found:
+                rest = [a for a in typing.get_args(annotation) if a is type(None)]
+                return found[0], nullable or bool(rest)
+        elif typing.get_origin(current) in (typing.Union, types.UnionType):
+            stack.extend(typing.get_args(current))
+    raise TypeError(f"field annotation {annotation!r} declares no PostgreSQL type (Pg)")
+
+
+def _default(info: FieldInfo) -> tuple[Any, Callable[[], Any] | None]:
+    """(the default, or a factory that makes one per row for values that must differ)."""
+    factory = info.default_factory
+    if factory is None:
+        return (None if info.is_required() else info.default), None
+    made = factory()  # type: ignore[call-arg]
+    if isinstance(made, list):
+        return (), None  # an empty text[]: one shared, immutable value
+    if isinstance(made, dict) and not made:
+        return made, None  # an empty JSON object, encoded when logged: never mutated
+    return None, factory  # type: ignore[return-value]
+
+
+def _table(model: type[Record]) -> Table:
+    columns = []
+    for name, info in model.model_fields.items():
+        pg, nullable = _pg(info.annotation if not info.metadata else _annotated(info))
+        default, factory = _default(info)
+        columns.append(
+            Column(
+                name, pg.type, nullable, pg.minimum, default, pg.written, pg.identity, factory
+            )
+        )
+    return Table(model.table, model, tuple(columns), model.key, model.parents, model.logged)
+
+
+def _annotated(info: FieldInfo) -> Any:
+    """pydantic moves the metadata of a top-level `Annotated` into `info.metadata`."""
+    return typing.Annotated[(info.annotation, *info.metadata)]
+
+
+# The record that holds every column of each table, parents before children: this order
+# is the order tables are exported, counted and written in.
+ROW_MODELS: tuple[type[Record], ...] = (
+    models.Experiment,
+    models.Simulation,
+    models.SimulationConfig,
+    models.Agent,
+    models.AgentState,
+    models.AgentAction,
+    models.ResourceState,
+    models.SimulationStep,
+    models.LearningExperience,
+    models.HealthIncident,
+    models.Interaction,
+    models.EnvironmentState,
+    models.Event,
+    models.AgentDecision,
+    models.IngestBatch,
+)
+TABLES: dict[str, Table] = {m.table: _table(m) for m in ROW_MODELS}
+INTERNAL_TABLES = frozenset({"ingest_batches"})  # bookkeeping, not simulation data
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise SimSchemaError(f"no table {name!r} (one of: {', '.join(TABLES)})") from None
+
+
+# --- COPY specs of the logged tables -----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """The COPY column list of one table (`simulation_id` first), in the order rows carry."""
+    """The COPY column list of one logged table (`simulation_id` first), in row order."""
 
     name: str
     columns: tuple[Column, ...]
@@ -51,11 +199,19 @@ class TableSpec:
         """A row tuple from a mapping of column names (missing keys get the column default)."""
         unknown = values.keys() - self.names
         if unknown:
-            raise ValidationError(self.name, -1, sorted(unknown)[0], "no such column")
+            name = sorted(unknown)[0]
+            raise ValidationError(
+                self.name, -1, name, f"no such column (columns: {', '.join(self.names[1:])})"
+            )
         get = values.get
         return (
             get("simulation_id", simulation_id),
-            *[get(c.name, c.default) for c in self.columns[1:]],
+            *[
+                get(c.name, c.default)
+                if c.factory is None or c.name in values
+                else c.factory()
+                for c in self.columns[1:]
+            ],
         )
 
     def rows(self, simulation_id: str, mappings: Iterable[Mapping[str, Any]]) -> list[Row]:
@@ -92,164 +248,13 @@ def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Row]:
     return itemgetter(*names)
 
 
-def _cols(*specs: tuple[Any, ...]) -> tuple[Column, ...]:
-    return (Column("simulation_id", "text", nullable=False), *tuple(Column(*s) for s in specs))
-
-
-# NOT NULL columns with a server DEFAULT get the same default client-side: COPY of an
-# explicit NULL would violate NOT NULL. Identity columns (action_id, ...) are not copied.
 SPECS: dict[str, TableSpec] = {
-    spec.name: spec
-    for spec in (
-        TableSpec(
-            "agents",
-            _cols(
-                ("agent_id", "text", False),
-                ("agent_type", "text", False),
-                ("name", "text"),
-                ("birth_step", "int4", False, 0, 0),
-                ("death_step", "int4"),
-                ("position_x", "float8"),
-                ("position_y", "float8"),
-                ("position_z", "float8"),
-                ("initial_resources", "float8"),
-                ("starting_health", "float8"),
-                ("starvation_threshold", "int4"),
-                ("genome_id", "text"),
-                ("generation", "int4", False, 0, 0),
-                ("parent_ids", "text[]", False, None, ()),
-                ("profile", "jsonb", False, None, {}),
-                ("config", "jsonb", False, None, {}),
-            ),
-        ),
-        TableSpec(
-            "agent_states",
-            _cols(
-                ("step", "int4", False, 0),
-                ("agent_id", "text", False),
-                ("position_x", "float8"),
-                ("position_y", "float8"),
-                ("position_z", "float8"),
-                ("resource_level", "float8"),
-                ("health", "float8"),
-                ("is_defending", "bool", False, None, False),
-                ("total_reward", "float8"),
-                ("age", "int4", True, 0),
-                ("profile", "jsonb"),
-                ("memory", "jsonb"),
-                ("relationships", "jsonb"),
-                ("extras", "jsonb"),
-            ),
-        ),
-        TableSpec(
-            "agent_actions",
-            _cols(
-                ("step", "int4", False, 0),
-                ("agent_id", "text", False),
-                ("action_type", "text", False),
-                ("action_target_id", "text"),
-                ("state_before_step", "int4"),
-                ("state_after_step", "int4"),
-                ("resources_before", "float8"),
-                ("resources_after", "float8"),
-                ("reward", "float8"),
-                ("details", "jsonb"),
-            ),
-        ),
-        TableSpec(
-            "resource_states",
-            _cols(
-                ("step", "int4", False, 0),
-                ("resource_id", "int4", False),
-                ("amount", "float8", False),
-                ("position_x", "float8"),
-                ("position_y", "float8"),
-            ),
-        ),
-        TableSpec(
-            "simulation_steps",
-            _cols(
-                ("step", "int4", False, 0),
-                ("total_agents", "int4", True, 0),
-                ("system_agents", "int4"),
-                ("independent_agents", "int4"),
-                ("control_agents", "int4"),
-                ("total_resources", "float8"),
-                ("average_agent_resources", "float8"),
-                ("births", "int4", True, 0),
-                ("deaths", "int4", True, 0),
-                ("current_max_generation", "int4"),
-                ("resource_efficiency", "float8"),
-                ("resource_distribution_entropy", "float8"),
-                ("average_agent_health", "float8"),
-                ("average_agent_age", "float8"),
-                ("average_reward", "float8"),
-                ("combat_encounters", "int4"),
-                ("successful_attacks", "int4"),
-                ("resources_shared", "float8"),
-                ("genetic_diversity", "float8"),
-                ("dominant_genome_ratio", "float8"),
-                ("resources_consumed", "float8"),
-                ("metrics", "jsonb"),
-            ),
-        ),
-        TableSpec(
-            "learning_experiences",
-            _cols(
-                ("step", "int4", False, 0),
-                ("agent_id", "text", False),
-                ("module_type", "text", False),
-                ("module_id", "text"),
-                ("action_taken", "int4"),
-                ("action_taken_mapped", "text"),
-                ("reward", "float8"),
-                ("details", "jsonb"),
-            ),
-        ),
-        TableSpec(
-            "health_incidents",
-            _cols(
-                ("step", "int4", False, 0),
-                ("agent_id", "text", False),
-                ("health_before", "float8"),
-                ("health_after", "float8"),
-                ("cause", "text", False),
-                ("details", "jsonb"),
-            ),
-        ),
-        TableSpec(
-            "interactions",
-            _cols(
-                ("step", "int4", False, 0),
-                ("source_type", "text", False),
-                ("source_id", "text", False),
-                ("target_type", "text", False),
-                ("target_id", "text", False),
-                ("interaction_type", "text", False),
-                ("action_type", "text"),
-                ("details", "jsonb"),
-            ),
-        ),
-        TableSpec(
-            "events",
-            _cols(
-                ("event_id", "uuid", False),
-                ("step", "int4", False, 0),
-                ("event_type", "text", False),
-                ("source_type", "text"),
-                ("source_id", "text"),
-                ("target_type", "text"),
-                ("target_id", "text"),
-                ("priority", "int4", False, None, 0),
-                ("payload", "jsonb", False, None, {}),
-            ),
-        ),
-    )
+    t.name: TableSpec(t.name, t.inserted) for t in TABLES.values() if t.logged
 }
 
 # Tables whose rows reference agents: their batches must be written after the agents'.
 AGENT_DEPENDENT = frozenset(
-    {"agent_states", "agent_actions", "learning_experiences", "health_incidents"}
+    name for name, t in TABLES.items() if t.logged and any(p.table == "agents" for p in t.parents)
 )
 
 
@@ -258,5 +263,5 @@ def spec_of(table: str) -> TableSpec:
         return SPECS[table]
     except KeyError:
         raise SimSchemaError(
-            f"{table!r} is not a bulk-ingest table (one of: {', '.join(sorted(SPECS))})"
+            f"{table!r} is not a table the logger writes (one of: {', '.join(SPECS)})"
         ) from None

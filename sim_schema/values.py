@@ -1,4 +1,11 @@
-"""Validation of bulk rows on their way into COPY: every value checked, JSON serialized once.
+"""The value rules of both write paths: what PostgreSQL can store, checked before it is sent.
+
+The COPY path (the logger, the bulk writer) validates whole batches with `validate`; the
+repositories check each parameter with `param`. Both apply the same rules, written once
+here, to the catalog's column types: a value that cannot be stored (a NUL character or a
+lone surrogate in text, JSON or a JSON key; NaN or Infinity in JSON; NaN or a value below
+the bound where a CHECK expects `>= n`; an integer out of range; a wrong type) is refused
+with a `ValidationError` naming the table, the row and the field.
 
 A batch is checked column by column. The common case (every value of a column already of
 the column's Python type) is decided with C-level passes over the column (`set(map(type,
@@ -8,7 +15,8 @@ exhaustive per-value check that converts what it can (numpy scalars, IntEnum) an
 the first bad row otherwise. Both paths accept and refuse exactly the same values.
 
 JSONB values come out as jsonb's binary wire format (a version byte, then the UTF-8 text),
-ready to be sent as they are.
+ready to be sent as they are: COPY sends them as they are, the repositories as `JsonbWire`
+parameters (a binary jsonb dumper registered below).
 """
 
 from __future__ import annotations
@@ -19,12 +27,17 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from itertools import repeat
 from operator import contains, is_not
 from typing import Any
 
-from .catalog import Column, Row, spec_of
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from .catalog import Column, Row, spec_of, table
 from .errors import ValidationError
 
 # Rows validated in one go while a COPY streams: the server loads one step while the next
@@ -103,7 +116,26 @@ def nul_in_json(value: Any) -> bool:
 
 
 def _jsonb(text: str) -> bytes:
+    """jsonb's wire format; UnicodeEncodeError for a lone surrogate in a string or key."""
     return b"\x01" + text.encode()
+
+
+_SURROGATE = "a lone surrogate ({!r}) cannot be stored as UTF-8"
+
+
+def _surrogate_in(exc: UnicodeEncodeError) -> str:
+    return _SURROGATE.format(exc.object[exc.start : exc.end])
+
+
+def _utf8_ok(text: str) -> bool:
+    """No lone surrogate: what PostgreSQL (UTF-8) can store. ASCII is decided in C."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +167,11 @@ def encode_json(table: str, rows: list[Row]) -> list[Row]:
                 continue
             try:
                 text = _dumps(v)
-            except (ValueError, TypeError, RecursionError):
-                encoded: Any = _Unencodable(v)
-            else:
-                encoded = _Unencodable(v) if "\\u0000" in text and nul_in_json(v) else _jsonb(text)
+                encoded: Any = (
+                    _Unencodable(v) if "\\u0000" in text and nul_in_json(v) else _jsonb(text)
+                )
+            except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+                encoded = _Unencodable(v)
             if changed is None:
                 changed = list(r)
             changed[p] = encoded
@@ -182,7 +215,10 @@ def _plainly_valid(col: Column, values: Sequence[Any]) -> bool:
     present: Iterable[Any] = filter(_not_none, values) if has_none else values
     kind = col.kind
     if kind == "text":
-        return "\x00" not in "".join(present)
+        joined = "".join(present)
+        return "\x00" not in joined and _utf8_ok(joined)
+    if kind == "float8":
+        return col.minimum is None  # a bound (and NaN against it) is checked per value
     if kind == "int4" or kind == "int8":
         lo, hi = _LIMITS[kind]
         if col.minimum is not None:
@@ -203,11 +239,10 @@ def _encode_json(
     if not encoded and _NONE not in types:
         try:
             texts = _dumps_all(values)
-        except (ValueError, TypeError, RecursionError):
-            pass  # the loop below names the row
-        else:
             if not any(map(contains, texts, repeat("\\u0000"))):
                 return list(map(_jsonb, texts))
+        except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+            pass  # the loop below names the row
     out: list[bytes | None] = []
     append = out.append
     for i, v in enumerate(values):
@@ -224,6 +259,9 @@ def _encode_json(
                 v = v.value
         try:
             text = _dumps(v)
+            payload = _jsonb(text)
+        except UnicodeEncodeError as exc:
+            raise ValidationError(table, i, col.name, f"JSON: {_surrogate_in(exc)}") from None
         except ValueError as exc:  # NaN/Infinity (allow_nan=False)
             raise ValidationError(table, i, col.name, f"not storable as JSON: {exc}") from None
         except RecursionError:
@@ -233,7 +271,7 @@ def _encode_json(
             raise ValidationError(table, i, col.name, f"not JSON-serializable: {exc}") from None
         if "\\u0000" in text and nul_in_json(v):
             raise ValidationError(table, i, col.name, "NUL character (\\u0000) in a JSON string")
-        append(_jsonb(text))
+        append(payload)
     return out
 
 
@@ -266,6 +304,11 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
                 raise reject(i, f"expected a float, got {t.__name__}")
             converted = converted or list(values)
             converted[i] = float(v)  # numpy floats, Fraction, Decimal-like reals
+        if col.minimum is not None:
+            least = col.minimum
+            for i, v in enumerate(converted or values):
+                if v is not None and not v >= least:  # NaN compares false: refused too
+                    raise reject(i, f"{v} violates CHECK ({name} >= {least})")
         return converted
     if kind == "int4" or kind == "int8":
         lo, hi = _LIMITS[kind]
@@ -303,6 +346,12 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
                 raise reject(i, f"expected a string, got {type(v).__name__}")
             if "\x00" in v:
                 raise reject(i, "NUL character (\\x00) in text")
+            _check_utf8(v, reject, i)
+        return None
+    if kind == "timestamptz":
+        for i, v in enumerate(values):
+            if v is not None and not (isinstance(v, datetime) and v.tzinfo is not None):
+                raise reject(i, f"expected a timezone-aware datetime, got {v!r}")
         return None
     if kind == "uuid":
         for i, v in enumerate(values):
@@ -317,7 +366,16 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
             raise reject(i, "expected a list of strings")
         if any("\x00" in s for s in v):
             raise reject(i, "NUL character (\\x00) in text")
+        for s in v:
+            _check_utf8(s, reject, i)
     return None
+
+
+def _check_utf8(text: str, reject: Callable[[int, str], ValidationError], i: int) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise reject(i, _surrogate_in(exc)) from None
 
 
 def validate(
@@ -376,3 +434,37 @@ def _validate(
     if changed:
         return list(zip(*columns, strict=True))
     return [r if type(r) is tuple else tuple(r) for r in rows]
+
+
+# --- one value at a time: the repositories' parameters -----------------------------------
+
+
+class JsonbWire(bytes):
+    """A JSON value already in jsonb's binary wire format (what `param` returns for jsonb)."""
+
+
+class _JsonbWireDumper(Dumper):
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
+_JsonbWireDumper.oid = psycopg.adapters.types["jsonb"].oid
+psycopg.adapters.register_dumper(JsonbWire, _JsonbWireDumper)
+
+
+def param(table_name: str, column: str, value: Any) -> Any:
+    """`value` ready to be bound for `column` of `table_name` (None passes as NULL).
+
+    The same rules as `validate`; `ValidationError(table, 0, column, reason)` otherwise.
+    """
+    if value is None:
+        return None
+    col = table(table_name).column(column)
+    if col.kind == "jsonb":
+        encoded = _encode_json(table_name, col, [value], False)
+        assert encoded is not None and encoded[0] is not None  # a non-NULL value was encoded
+        return JsonbWire(encoded[0])
+    converted = _check_column(table_name, col, [value])
+    return value if converted is None else converted[0]

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import psycopg
 
 from .. import errors
+from ..pgerrors import translate
 from ..settings import Settings
 from . import admin, analyst, demo, export, migrate, server
-from .common import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, exit_code_for
+from .common import EXIT_ERROR, EXIT_OK, exit_code_for
 
 # Each exposes `register(subparsers)`; a handler receives the parsed arguments and
 # returns the exit code. Command modules never import this one (no import cycle).
@@ -52,15 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except errors.SimSchemaError as exc:
         return _fail(str(exc), exit_code_for(exc))
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
-        schema = args.schema or Settings.from_env().schema_name
-        return _fail(
-            f"schema {schema!r} is missing or not fully migrated in this database "
-            f"({exc.diag.message_primary}): run `sim-schema migrate`",
-            EXIT_NOT_FOUND,
-        )
     except psycopg.Error as exc:
-        return _fail(f"database error: {exc}", EXIT_ERROR)
+        error = translate(exc, schema=args.schema or Settings.from_env().schema_name)
+        if error is None:
+            return _fail(f"database error: {exc}", EXIT_ERROR)
+        return _fail(str(error), exit_code_for(error))
     except KeyboardInterrupt:
         print("sim-schema: interrupted", file=sys.stderr)
         return 130

@@ -32,13 +32,13 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
-from ..catalog import AGENT_DEPENDENT, SPECS, Row
+from ..catalog import AGENT_DEPENDENT, SPECS, Row, spec_of
 from ..errors import ConnectionFailed, IngestError, SimSchemaError
-from ..ids import uuid7
+from ..pgerrors import locate_row
 from ..settings import Settings
 from ..store import Store
 from ..values import decode_json, encode_json
-from .writer import BulkWriter, CopyBatch, locate_row
+from .writer import BulkWriter, CopyBatch
 
 log = logging.getLogger(__name__)
 
@@ -98,148 +98,67 @@ class _RowLogger(Generic[_Done, _Id, _Ids]):
         raise NotImplementedError
 
     def log_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> _Done:
-        """Rows of any bulk table as mappings of column name to value."""
-        return self._put(table, SPECS[table].rows(self.simulation_id, rows))
+        """Rows of any logged table as mappings of column name to value.
 
-    def log_agent(
-        self,
-        agent_id: str,
-        agent_type: str,
-        *,
-        name: str | None = None,
-        birth_step: int = 0,
-        death_step: int | None = None,
-        position_x: float | None = None,
-        position_y: float | None = None,
-        position_z: float | None = None,
-        initial_resources: float | None = None,
-        starting_health: float | None = None,
-        starvation_threshold: int | None = None,
-        genome_id: str | None = None,
-        generation: int = 0,
-        parent_ids: Sequence[str] = (),
-        profile: Any = None,
-        config: Any = None,
-    ) -> _Done:
+        A missing column gets its default; an unknown one is refused naming the row and
+        the column (and an unknown table names the valid ones)."""
+        return self._put(table, spec_of(table).rows(self.simulation_id, rows))
+
+    def _one(self, table: str, columns: dict[str, Any]) -> _Done:
+        return self._put(table, [spec_of(table).row(self.simulation_id, columns)])
+
+    # One method per table for a single row: the leading arguments are the columns a row
+    # of that table cannot do without; every other column goes by name (docs/schema.md),
+    # so a column added to the catalog is accepted here without a change.
+
+    def log_agent(self, agent_id: str, agent_type: str, **columns: Any) -> _Done:
         """Register an agent; written before any batch of rows that reference it."""
-        row = (
-            self.simulation_id, agent_id, agent_type, name, birth_step, death_step,
-            position_x, position_y, position_z, initial_resources, starting_health,
-            starvation_threshold, genome_id, generation, list(parent_ids),
-            {} if profile is None else profile, {} if config is None else config,
-        )  # fmt: skip
-        return self._put("agents", [row])
+        return self._one("agents", {"agent_id": agent_id, "agent_type": agent_type, **columns})
 
     def log_agents(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("agents", rows)
 
-    def log_agent_state(
-        self,
-        step: int,
-        agent_id: str,
-        *,
-        position_x: float | None = None,
-        position_y: float | None = None,
-        position_z: float | None = None,
-        resource_level: float | None = None,
-        health: float | None = None,
-        is_defending: bool = False,
-        total_reward: float | None = None,
-        age: int | None = None,
-        profile: Any = None,
-        memory: Any = None,
-        relationships: Any = None,
-        extras: Any = None,
-    ) -> _Done:
-        row = (
-            self.simulation_id, step, agent_id, position_x, position_y, position_z,
-            resource_level, health, is_defending, total_reward, age, profile, memory,
-            relationships, extras,
-        )  # fmt: skip
-        return self._put("agent_states", [row])
+    def log_agent_state(self, step: int, agent_id: str, **columns: Any) -> _Done:
+        return self._one("agent_states", {"step": step, "agent_id": agent_id, **columns})
 
     def log_agent_states(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("agent_states", rows)
 
-    def log_action(
-        self,
-        step: int,
-        agent_id: str,
-        action_type: str,
-        *,
-        action_target_id: str | None = None,
-        state_before_step: int | None = None,
-        state_after_step: int | None = None,
-        resources_before: float | None = None,
-        resources_after: float | None = None,
-        reward: float | None = None,
-        details: Any = None,
-    ) -> _Done:
-        row = (
-            self.simulation_id, step, agent_id, action_type, action_target_id,
-            state_before_step, state_after_step, resources_before, resources_after, reward,
-            details,
-        )  # fmt: skip
-        return self._put("agent_actions", [row])
+    def log_action(self, step: int, agent_id: str, action_type: str, **columns: Any) -> _Done:
+        row = {"step": step, "agent_id": agent_id, "action_type": action_type, **columns}
+        return self._one("agent_actions", row)
 
     def log_actions(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("agent_actions", rows)
 
     def log_resource_state(
-        self,
-        step: int,
-        resource_id: int,
-        amount: float,
-        *,
-        position_x: float | None = None,
-        position_y: float | None = None,
+        self, step: int, resource_id: int, amount: float, **columns: Any
     ) -> _Done:
-        row = (self.simulation_id, step, resource_id, amount, position_x, position_y)
-        return self._put("resource_states", [row])
+        row = {"step": step, "resource_id": resource_id, "amount": amount, **columns}
+        return self._one("resource_states", row)
 
     def log_resource_states(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("resource_states", rows)
 
     def log_step(self, step: int, *, metrics: Any = None, **columns: Any) -> _Done:
         """One `simulation_steps` row: the typed metric columns by name, the rest in `metrics`."""
-        return self.log_rows("simulation_steps", [{**columns, "step": step, "metrics": metrics}])
+        return self._one("simulation_steps", {"step": step, "metrics": metrics, **columns})
 
     def log_steps(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("simulation_steps", rows)
 
     def log_learning_experience(
-        self,
-        step: int,
-        agent_id: str,
-        module_type: str,
-        *,
-        module_id: str | None = None,
-        action_taken: int | None = None,
-        action_taken_mapped: str | None = None,
-        reward: float | None = None,
-        details: Any = None,
+        self, step: int, agent_id: str, module_type: str, **columns: Any
     ) -> _Done:
-        row = (
-            self.simulation_id, step, agent_id, module_type, module_id, action_taken,
-            action_taken_mapped, reward, details,
-        )  # fmt: skip
-        return self._put("learning_experiences", [row])
+        row = {"step": step, "agent_id": agent_id, "module_type": module_type, **columns}
+        return self._one("learning_experiences", row)
 
     def log_learning_experiences(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("learning_experiences", rows)
 
-    def log_health_incident(
-        self,
-        step: int,
-        agent_id: str,
-        cause: str,
-        *,
-        health_before: float | None = None,
-        health_after: float | None = None,
-        details: Any = None,
-    ) -> _Done:
-        row = (self.simulation_id, step, agent_id, health_before, health_after, cause, details)
-        return self._put("health_incidents", [row])
+    def log_health_incident(self, step: int, agent_id: str, cause: str, **columns: Any) -> _Done:
+        row = {"step": step, "agent_id": agent_id, "cause": cause, **columns}
+        return self._one("health_incidents", row)
 
     def log_health_incidents(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("health_incidents", rows)
@@ -252,45 +171,32 @@ class _RowLogger(Generic[_Done, _Id, _Ids]):
         target_type: str,
         target_id: str,
         interaction_type: str,
-        *,
-        action_type: str | None = None,
-        details: Any = None,
+        **columns: Any,
     ) -> _Done:
-        row = (
-            self.simulation_id, step, source_type, source_id, target_type, target_id,
-            interaction_type, action_type, details,
-        )  # fmt: skip
-        return self._put("interactions", [row])
+        row = {
+            "step": step, "source_type": source_type, "source_id": source_id,
+            "target_type": target_type, "target_id": target_id,
+            "interaction_type": interaction_type, **columns,
+        }  # fmt: skip
+        return self._one("interactions", row)
 
     def log_interactions(self, rows: Iterable[Mapping[str, Any]]) -> _Done:
         return self.log_rows("interactions", rows)
 
-    def log_event(
-        self,
-        step: int,
-        event_type: str,
-        *,
-        source_type: str | None = None,
-        source_id: str | None = None,
-        target_type: str | None = None,
-        target_id: str | None = None,
-        priority: int = 0,
-        payload: Any = None,
-        event_id: uuid.UUID | None = None,
-    ) -> _Id:
+    def log_event(self, step: int, event_type: str, **columns: Any) -> _Id:
         """Log an event; its id (time-ordered uuid7 unless given) is returned at once."""
-        event_id = event_id or uuid7()
-        row = (
-            self.simulation_id, event_id, step, event_type, source_type, source_id,
-            target_type, target_id, priority, {} if payload is None else payload,
-        )  # fmt: skip
-        return self._put_id("events", row, event_id)
+        row = spec_of("events").row(
+            self.simulation_id, {"step": step, "event_type": event_type, **columns}
+        )
+        return self._put_id("events", row, row[_EVENT_ID])
 
     def log_events(self, rows: Iterable[Mapping[str, Any]]) -> _Ids:
         """Events as mappings; a missing `event_id` is generated. Their ids, in order."""
-        spec = SPECS["events"]
-        built = [spec.row(self.simulation_id, {"event_id": uuid7(), **r}) for r in rows]
-        return self._put_ids("events", built, [r[1] for r in built])
+        built = spec_of("events").rows(self.simulation_id, rows)
+        return self._put_ids("events", built, [r[_EVENT_ID] for r in built])
+
+
+_EVENT_ID = spec_of("events").names.index("event_id")
 
 
 class SimulationLogger(
@@ -557,7 +463,7 @@ class SimulationLogger(
                     return
                 for batch in group:
                     located = (
-                        locate_row(table, batch.rows, exc)
+                        locate_row(table, SPECS[table].names, batch.rows, exc)
                         if isinstance(exc, psycopg.Error)
                         else None
                     )

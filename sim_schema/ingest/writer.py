@@ -12,18 +12,16 @@ COPY carries no type tag per field, the server reads each field as its column's 
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ..catalog import SPECS, Row, TableSpec, spec_of
-from ..errors import SimSchemaError, ValidationError
+from ..errors import SimSchemaError
 from ..values import VALIDATION_STEP, validate
 
 # The dumper each column kind is sent with; jsonb payloads are already encoded (above).
@@ -150,57 +148,3 @@ async def copy_rows(
     batch = rows if isinstance(rows, list) else list(rows)
     written = await BulkWriter().write(conn, table, simulation_id, batch_id or uuid.uuid4(), batch)
     return len(batch) if written else 0
-
-
-_KEY_DETAIL = re.compile(
-    r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\) (?:is not present|already exists)"
-)
-
-
-def locate_row(
-    table: str, rows: Sequence[Sequence[Any]], exc: psycopg.Error
-) -> ValidationError | None:
-    """The batch row a foreign-key, unique or check violation is about, as a ValidationError.
-
-    PostgreSQL names the failing key (`Key (simulation_id, agent_id)=(s1, a9)`); the row is
-    found by comparing that text with the batch's values.
-    """
-    diag = exc.diag
-    spec = spec_of(table)
-    if isinstance(exc, pg_errors.CheckViolation | pg_errors.NotNullViolation):
-        column = diag.column_name or _check_column_name(table, diag.constraint_name or "")
-        return ValidationError(table, -1, column, f"violates {diag.constraint_name or 'NOT NULL'}")
-    match = _KEY_DETAIL.search(diag.message_detail or "")
-    if match is None:
-        return None
-    names = [n.strip() for n in match["cols"].split(",")]
-    if not all(n in spec.names for n in names):
-        return None
-    positions = [spec.names.index(n) for n in names]
-    wanted = match["vals"]
-    duplicate = isinstance(exc, pg_errors.UniqueViolation)
-    # a duplicate within the batch: the later row is the one that conflicts
-    order = range(len(rows) - 1, -1, -1) if duplicate else range(len(rows))
-    for i in order:
-        r = rows[i]
-        if ", ".join(str(r[p]) for p in positions) == wanted:
-            field_name = names[-1]
-            if isinstance(exc, pg_errors.ForeignKeyViolation):
-                reason = f"({match['cols']})=({wanted}) not found in {_referenced(diag)}"
-            else:
-                reason = f"duplicate key ({match['cols']})=({wanted})"
-            return ValidationError(table, i, field_name, reason)
-    return None
-
-
-def _referenced(diag: Any) -> str:
-    text = diag.message_primary or ""
-    found = re.search(r'table "([^"]+)"', diag.message_detail or "")
-    return found.group(1) if found else text
-
-
-def _check_column_name(table: str, constraint: str) -> str:
-    prefix, suffix = f"{table}_", "_check"
-    if constraint.startswith(prefix) and constraint.endswith(suffix):
-        return constraint[len(prefix) : -len(suffix)] or constraint
-    return constraint or "?"

@@ -33,6 +33,7 @@ from ..errors import (
     VerificationError,
 )
 from ..names import DEFAULT_SCHEMA, validate_schema_name, validate_timeout
+from ..pgerrors import reason
 from . import live_schema
 from .migration import (
     TRACKING_TABLE,
@@ -491,10 +492,9 @@ class MigrationRunner:
 
 def _unexpected(exc: psycopg.Error) -> SimSchemaError:
     """A database error the logic did not turn into a specific one (e.g. a lost connection)."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-        return ConnectionFailed(f"connection lost during migration: {reason}")
-    return MigrationError(f"migration runner: {reason}")
+        return ConnectionFailed(f"connection lost during migration: {reason(exc)}")
+    return MigrationError(f"migration runner: {reason(exc)}")
 
 
 _WHAT = "the migration runner"

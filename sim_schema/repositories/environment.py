@@ -8,7 +8,7 @@ from psycopg import sql
 
 from ..errors import NotFound
 from ..models import EnvironmentState
-from ._sql import Conn, columns, fetch_one, json_value, select_rows
+from ._sql import Conn, checked, columns, fetch_one, select_rows
 
 
 async def save_environment_state(
@@ -20,7 +20,8 @@ async def save_environment_state(
         " ON CONFLICT (simulation_id, step) DO UPDATE SET state = EXCLUDED.state,"
         " created_at = now() RETURNING {}"
     ).format(columns(EnvironmentState))
-    row = await fetch_one(conn, EnvironmentState, query, (simulation_id, step, json_value(state)))
+    params = checked("environment_states", simulation_id=simulation_id, step=step, state=state)
+    row = await fetch_one(conn, EnvironmentState, query, tuple(params.values()))
     assert row is not None  # an upsert always returns its row
     return row
 

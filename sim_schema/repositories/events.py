@@ -9,13 +9,13 @@ from psycopg import sql
 
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Event, EventCreate
+from ..values import param
 from ._sql import (
     Conn,
     columns,
     fetch_all,
     fetch_one,
     insert_sql,
-    json_value,
     row_values,
     select_rows,
 )
@@ -62,7 +62,8 @@ async def mark_event_processed(
         "UPDATE events SET processed = true, processing_result = %s, processed_at = now()"
         " WHERE simulation_id = %s AND event_id = %s AND NOT processed RETURNING {}"
     ).format(columns(Event))
-    row = await fetch_one(conn, Event, query, (json_value(result), simulation_id, event_id))
+    params = (param("events", "processing_result", result), simulation_id, event_id)
+    row = await fetch_one(conn, Event, query, params)
     if row is not None:
         return row
     current = await get_event(conn, simulation_id, event_id)

@@ -15,7 +15,7 @@ from .. import ops
 from ..admin import delete_experiment_work
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Experiment, ExperimentStatus
-from ._sql import Conn, columns, fetch_one, json_value, select_rows
+from ._sql import Conn, checked, columns, fetch_one, select_rows
 
 _S = ExperimentStatus
 
@@ -46,16 +46,12 @@ def _params(
     metadata: dict[str, Any] | None,
     folder_path: str | None,
 ) -> tuple[Any, ...]:
-    return (
-        experiment_id,
-        name,
-        description,
-        hypothesis,
-        json_value(variables or {}),
-        json_value(tags or {}),
-        json_value(metadata or {}),
-        folder_path,
-    )
+    values = checked(
+        "experiments", experiment_id=experiment_id, name=name, description=description,
+        hypothesis=hypothesis, variables=variables or {}, tags=tags or {},
+        metadata=metadata or {}, folder_path=folder_path,
+    )  # fmt: skip
+    return tuple(values.values())
 
 
 async def _insert(conn: Conn, params: tuple[Any, ...]) -> Experiment | None:
@@ -164,17 +160,11 @@ async def update_experiment(
         " updated_at = now()"
         " WHERE experiment_id = %(experiment_id)s RETURNING {}"
     ).format(columns(Experiment))
-    params = {
-        "experiment_id": experiment_id,
-        "name": name,
-        "description": description,
-        "hypothesis": hypothesis,
-        "folder_path": folder_path,
-        "variables": json_value(variables),
-        "tags": json_value(tags),
-        "metadata": json_value(metadata),
-        "results_summary": json_value(results_summary),
-    }
+    params = checked(
+        "experiments", experiment_id=experiment_id, name=name, description=description,
+        hypothesis=hypothesis, folder_path=folder_path, variables=variables, tags=tags,
+        metadata=metadata, results_summary=results_summary,
+    )  # fmt: skip
     row = await fetch_one(conn, Experiment, query, params)
     if row is None:
         raise NotFound(f"experiment {experiment_id!r} not found")
@@ -210,8 +200,7 @@ async def _transition(
     params = {
         "target": str(target),
         "terminal": target is not _S.RUNNING,
-        "results_summary": json_value(results_summary),
-        "experiment_id": experiment_id,
+        **checked("experiments", results_summary=results_summary, experiment_id=experiment_id),
         "allowed": [str(s) for s in allowed],
     }
     row = await fetch_one(conn, Experiment, query, params)

@@ -28,7 +28,7 @@ from .. import ops
 from ..admin import delete_simulation_work
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Simulation, SimulationConfig, SimulationStatus
-from ._sql import Conn, columns, fetch_all, fetch_one, json_value, select_rows
+from ._sql import Conn, checked, columns, fetch_all, fetch_one, select_rows
 
 _S = SimulationStatus
 
@@ -65,14 +65,12 @@ async def create_simulation(
 
     `AlreadyExists` if the id is taken; `NotFound` if `experiment_id` names no experiment.
     """
-    params = (
-        simulation_id,
-        experiment_id,
-        name,
-        description,
-        json_value(parameters or {}),
-        json_value(metadata or {}),
-    )
+    params = tuple(
+        checked(
+            "simulations", simulation_id=simulation_id, experiment_id=experiment_id, name=name,
+            description=description, parameters=parameters or {}, metadata=metadata or {},
+        ).values()
+    )  # fmt: skip
     row = await fetch_one(conn, Simulation, _INSERT, params)
     if row is None:
         raise AlreadyExists(f"simulation {simulation_id!r} already exists")
@@ -132,14 +130,10 @@ async def update_simulation(
         " updated_at = now()"
         " WHERE simulation_id = %(simulation_id)s RETURNING {}"
     ).format(columns(Simulation))
-    params = {
-        "simulation_id": simulation_id,
-        "name": name,
-        "description": description,
-        "parameters": json_value(parameters),
-        "metadata": json_value(metadata),
-        "results_summary": json_value(results_summary),
-    }
+    params = checked(
+        "simulations", simulation_id=simulation_id, name=name, description=description,
+        parameters=parameters, metadata=metadata, results_summary=results_summary,
+    )  # fmt: skip
     row = await fetch_one(conn, Simulation, query, params)
     if row is None:
         raise NotFound(f"simulation {simulation_id!r} not found")
@@ -176,10 +170,13 @@ async def _transition(
         "target": str(target),
         "starting": action == "start",
         "final": target in _FINAL,
-        "step_count": step_count,
-        "error": error,
-        "results_summary": json_value(results_summary),
-        "simulation_id": simulation_id,
+        **checked(
+            "simulations",
+            step_count=step_count,
+            error=error,
+            results_summary=results_summary,
+            simulation_id=simulation_id,
+        ),
         "allowed": [str(s) for s in allowed],
     }
     row = await fetch_one(conn, Simulation, query, params)
@@ -267,7 +264,7 @@ async def save_simulation_config(conn: Conn, simulation_id: str, config: Any) ->
         " FROM simulation_config WHERE simulation_id = %(simulation_id)s"
         " RETURNING {}"
     ).format(columns(SimulationConfig))
-    params = {"simulation_id": simulation_id, "config": json_value(config)}
+    params = checked("simulation_config", simulation_id=simulation_id, config=config)
     async with conn.transaction():
         cur = await conn.execute(lock, (simulation_id,))
         if cur.rowcount == 0:
