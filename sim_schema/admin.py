@@ -23,10 +23,11 @@ import psycopg
 from psycopg import sql
 
 from . import ops
+from .catalog import DATA_TABLES, SIMULATION_TABLES
 from .errors import ArchiveRefused, ConfigurationError, LifecycleError, NotFound
 from .migrations.migration import split_statements
 from .names import DEFAULT_SCHEMA
-from .read.export import TABLES, Manifest, count_file_rows, export_work, file_sha256
+from .read.export import Manifest, count_file_rows, export_work, file_sha256
 from .shipped import shipped_dir
 
 _ROLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
@@ -238,7 +239,7 @@ def delete_experiment_work(experiment_id: str, *, cascade: bool) -> ops.Work:
 
 def _row_counts(simulation_ids: list[str]) -> ops.Work:
     counts: dict[str, int] = {}
-    for table in TABLES:
+    for table in SIMULATION_TABLES:
         rows = yield ops.Query(
             sql.SQL("SELECT count(*) FROM {} WHERE simulation_id = ANY(%s)").format(
                 sql.Identifier(table)
@@ -320,14 +321,14 @@ def _delete_archived(schema: str, simulation_id: str, out: Path) -> ops.Work:
         if unknown:
             raise ArchiveRefused(
                 f"archive of {simulation_id!r}: nothing deleted: table(s) {', '.join(unknown)} "
-                "hold simulation rows but are not known to the export (update export.TABLES)"
+                "hold simulation rows but are not in the catalog (sim_schema.catalog)"
             )
         in_db = yield from _row_counts([simulation_id])
         problems = [
             f"{table} has {n} rows in the database but {in_files.get(table, 0)} in the export"
             + ("" if table in in_files else " (table not exported)")
             for table, n in in_db.items()
-            if n != in_files.get(table, 0)
+            if table in DATA_TABLES and n != in_files.get(table, 0)
         ]
         if problems:
             raise ArchiveRefused(
@@ -370,7 +371,7 @@ def _unexported_tables(schema: str) -> ops.Work:
         " AND t.table_type = 'BASE TABLE' ORDER BY 1",
         (schema,),
     )
-    return [r[0] for r in rows if r[0] not in TABLES]
+    return [r[0] for r in rows if r[0] not in SIMULATION_TABLES]
 
 
 # --- read-only role ----------------------------------------------------------------------

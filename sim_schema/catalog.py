@@ -165,6 +165,13 @@ ROW_MODELS: tuple[type[Record], ...] = (
 TABLES: dict[str, Table] = {m.table: _table(m) for m in ROW_MODELS}
 INTERNAL_TABLES = frozenset({"ingest_batches"})  # bookkeeping, not simulation data
 
+# Every table holding rows of one simulation (`simulations` itself first), parents first;
+# the data tables are those without the internal bookkeeping.
+SIMULATION_TABLES: tuple[str, ...] = tuple(
+    name for name, t in TABLES.items() if "simulation_id" in t.names
+)
+DATA_TABLES: tuple[str, ...] = tuple(t for t in SIMULATION_TABLES if t not in INTERNAL_TABLES)
+
 
 def table(name: str) -> Table:
     try:

@@ -19,10 +19,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from sim_schema import cli
+from sim_schema.catalog import DATA_TABLES
 from sim_schema.errors import ConfigurationError, NotFound
 from sim_schema.read.export import (
     DECISION_COLUMNS,
-    TABLES,
     Manifest,
     count_file_rows,
     export,
@@ -165,7 +165,8 @@ def check_manifest(out: Path, manifest: Manifest, conn: psycopg.Connection[Any],
 def test_csv_round_trip_every_table(seeded: psycopg.Connection[Any], tmp_path: Path) -> None:
     conn = seeded
     manifest = export(conn, tmp_path, simulations=["sim-A"], fmt="csv")
-    assert list(manifest.tables) == list(TABLES)
+    assert list(manifest.tables) == list(DATA_TABLES)  # every data table, not the ledger
+    assert manifest.empty == []
     check_manifest(tmp_path, manifest, conn, ["sim-A"])
     for table, rec in manifest.tables.items():
         load_back(conn, table)
@@ -299,6 +300,28 @@ def test_unknown_table_is_refused_with_valid_names(
     assert "'agents; DROP TABLE agents'" in err and "agent_decisions" in err
     assert not (tmp_path / "x").exists()
     assert db_count(seeded, "agents", ["sim-A"]) == 3
+
+
+def test_empty_tables_and_the_ledger_are_left_out_unless_asked(
+    seeded: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    conn = seeded
+    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('bare')")
+    conn.execute("INSERT INTO agents (simulation_id, agent_id, agent_type) VALUES ('bare', 'a', 't')")
+    manifest = export(conn, tmp_path / "default", simulations=["bare"])
+    assert list(manifest.tables) == ["simulations", "agents"]
+    assert manifest.empty == [t for t in DATA_TABLES if t not in ("simulations", "agents")]
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [
+        "agents.csv", "manifest.json", "simulations.csv",
+    ]  # fmt: skip
+    assert Manifest.read(tmp_path / "default") == manifest
+    every = export(conn, tmp_path / "every", simulations=["bare"], include_empty=True)
+    assert list(every.tables) == list(DATA_TABLES) and every.empty == []
+    assert (tmp_path / "every" / "agent_states.csv").read_text().startswith("simulation_id,")
+    assert every.tables["agent_states"].rows == 0
+    ledger = export(conn, tmp_path / "ledger", simulations=["sim-A"], tables=["ingest_batches"])
+    assert list(ledger.tables) == ["ingest_batches"]
+    assert ledger.tables["ingest_batches"].rows == db_count(conn, "ingest_batches", ["sim-A"]) > 0
 
 
 def test_unknown_simulation_or_experiment(seeded: psycopg.Connection[Any], tmp_path: Path) -> None:

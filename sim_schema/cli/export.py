@@ -21,7 +21,13 @@ def register(sub: Any) -> None:
     which.add_argument("--experiment", help="every simulation of this experiment")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--format", choices=FORMATS, default="csv")
-    p.add_argument("--tables", help="comma-separated tables (default: every per-simulation table)")
+    p.add_argument(
+        "--tables",
+        help="comma-separated tables (default: every data table with rows for the selection)",
+    )
+    p.add_argument(
+        "--include-empty", action="store_true", help="also write files for tables with no rows"
+    )
     p.add_argument("--from-step", type=int, help="first step (tables with a step column)")
     p.add_argument("--to-step", type=int, help="last step (tables with a step column)")
     p.set_defaults(handler=run_export)
@@ -52,12 +58,15 @@ def run_export(args: argparse.Namespace) -> int:
             fmt=args.format,
             from_step=args.from_step,
             to_step=args.to_step,
+            include_empty=args.include_empty,
         )
     if args.json:
         print(json.dumps(manifest.as_dict()))
     else:
         for table, rec in manifest.tables.items():
             print(f"{table:22s} {rec.rows:>12,} rows {rec.bytes:>14,} bytes  {args.out / rec.file}")
+        if manifest.empty:
+            print(f"no rows, no file: {', '.join(manifest.empty)}")
         print(f"manifest: {args.out / 'manifest.json'}")
     return common.EXIT_OK
 

@@ -24,7 +24,8 @@ from typing import IO, Any, Literal, cast
 import psycopg
 from psycopg import sql
 
-from .. import ops
+from .. import catalog, ops
+from ..catalog import DATA_TABLES, SIMULATION_TABLES
 from ..errors import ConfigurationError, NotFound, SimSchemaError
 from ..names import DEFAULT_SCHEMA
 from ..progress import Progress
@@ -32,25 +33,6 @@ from ..progress import Progress
 Format = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "jsonl", "parquet")
 EXTENSIONS: dict[Format, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
-
-# Every table that holds rows of one simulation, parents first. `True`: has a `step` column
-# (a step range applies to it); the others are exported whole for the selected simulations.
-TABLES: dict[str, bool] = {
-    "simulations": False,
-    "simulation_config": False,
-    "agents": False,
-    "agent_states": True,
-    "agent_actions": True,
-    "resource_states": True,
-    "simulation_steps": True,
-    "learning_experiences": True,
-    "health_incidents": True,
-    "interactions": True,
-    "environment_states": True,
-    "events": True,
-    "agent_decisions": True,
-    "ingest_batches": False,
-}
 
 DECISION_COLUMNS = (
     "simulation_id", "agent_id", "event_id", "step", "decision_id", "prompt", "output",
@@ -82,6 +64,7 @@ class Manifest:
     from_step: int | None
     to_step: int | None
     tables: dict[str, FileRecord] = field(default_factory=dict)
+    empty: list[str] = field(default_factory=list)  # selected tables with no rows: no file
     exported_at: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,15 +86,18 @@ class Manifest:
 
 
 def validate_tables(names: Sequence[str] | None) -> list[str]:
-    """The tables to export, in dependency order; an unknown name lists the valid ones."""
+    """The tables to export, in dependency order; an unknown name lists the valid ones.
+
+    None: every data table (`catalog.DATA_TABLES`; the ingest ledger only when named)."""
     if names is None:
-        return list(TABLES)
-    unknown = [n for n in names if n not in TABLES]
+        return list(DATA_TABLES)
+    unknown = [n for n in names if n not in SIMULATION_TABLES]
     if unknown:
         raise ConfigurationError(
-            f"unknown table(s) {', '.join(map(repr, unknown))}; valid tables: {', '.join(TABLES)}"
+            f"unknown table(s) {', '.join(map(repr, unknown))}; "
+            f"valid tables: {', '.join(SIMULATION_TABLES)}"
         )
-    return [t for t in TABLES if t in names]
+    return [t for t in SIMULATION_TABLES if t in names]
 
 
 def validate_format(fmt: str) -> Format:
@@ -131,16 +117,20 @@ def export(
     fmt: str = "csv",
     from_step: int | None = None,
     to_step: int | None = None,
+    include_empty: bool = False,
     progress: bool | None = None,
 ) -> Manifest:
     """Export the selected simulations' rows, one file per table, plus `manifest.json`.
 
-    `conn` is any idle connection (autocommit or not, any search_path; handed back as it
-    was). `progress` None: a bar on stderr when it is a terminal.
+    `tables` None: every data table that has rows for the selection (`include_empty` adds
+    the empty ones; the ingest ledger is exported only when named). `conn` is any idle
+    connection (autocommit or not, any search_path; handed back as it was). `progress`
+    None: a bar on stderr when it is a terminal.
     """
     work = export_work(
         Path(out_dir), schema, simulations=simulations, experiment=experiment, tables=tables,
-        fmt=fmt, from_step=from_step, to_step=to_step, progress=progress,
+        fmt=fmt, from_step=from_step, to_step=to_step, include_empty=include_empty,
+        progress=progress,
     )  # fmt: skip
     result: Manifest = ops.run_borrowed(conn, work, what="export")
     return result
@@ -157,12 +147,14 @@ async def export_async(
     fmt: str = "csv",
     from_step: int | None = None,
     to_step: int | None = None,
+    include_empty: bool = False,
     progress: bool | None = None,
 ) -> Manifest:
     """`export` from async code: the same files, the same constant memory."""
     work = export_work(
         Path(out_dir), schema, simulations=simulations, experiment=experiment, tables=tables,
-        fmt=fmt, from_step=from_step, to_step=to_step, progress=progress,
+        fmt=fmt, from_step=from_step, to_step=to_step, include_empty=include_empty,
+        progress=progress,
     )  # fmt: skip
     result: Manifest = await ops.run_borrowed_async(conn, work, what="export")
     return result
@@ -224,6 +216,7 @@ def export_work(
     fmt: str = "csv",
     from_step: int | None = None,
     to_step: int | None = None,
+    include_empty: bool = False,
     progress: bool | None = None,
 ) -> ops.Work:
     """The export as work (`sim_schema.ops`): `export`, `export_async` and archives run it."""
@@ -233,9 +226,10 @@ def export_work(
         _pyarrow()  # fail before touching the database
     out.mkdir(parents=True, exist_ok=True)
     with_total = _wants_progress(progress)
+    skip_empty = tables is None and not include_empty
     manifest = yield from snapshot(
         schema, _export_tables(out, form, selected, simulations, experiment, from_step, to_step,
-                               progress, with_total),
+                               skip_empty, progress, with_total),
     )  # fmt: skip
     manifest.write(out)
     return manifest
@@ -249,6 +243,7 @@ def _export_tables(
     experiment: str | None,
     from_step: int | None,
     to_step: int | None,
+    skip_empty: bool,
     progress: bool | None,
     with_total: bool,
 ) -> ops.Work:
@@ -256,6 +251,11 @@ def _export_tables(
     manifest = Manifest(form, ids, experiment, from_step, to_step)
     for table in selected:
         query, params = _select(table, ids, from_step, to_step)
+        if skip_empty:
+            found = yield ops.Query(sql.SQL("SELECT EXISTS ({})").format(query), params)
+            if not found[0][0]:
+                manifest.empty.append(table)
+                continue
         total = (yield from _count(query, params)) if with_total else None
         with Progress(table, total, enabled=progress) as bar:
             path = out / f"{table}.{EXTENSIONS[form]}"
@@ -376,7 +376,7 @@ def _select(
 ) -> tuple[sql.Composed, list[Any]]:
     where: list[sql.Composable] = [sql.SQL("simulation_id = ANY(%s)")]
     params: list[Any] = [ids]
-    if TABLES[table]:
+    if catalog.table(table).has_step:
         if from_step is not None:
             where.append(sql.SQL("step >= %s"))
             params.append(from_step)
@@ -554,7 +554,6 @@ __all__ = [
     "DECISION_COLUMNS",
     "FORMATS",
     "MANIFEST",
-    "TABLES",
     "FileRecord",
     "Manifest",
     "count_file_rows",
