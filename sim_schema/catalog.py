@@ -129,6 +129,7 @@ def _table(model: type[Record]) -> Table:
     columns = []
     for name, info in model.model_fields.items():
         pg, nullable = _pg(info.annotation if not info.metadata else _annotated(info))
+        nullable = nullable and not pg.identity  # None in a record: not numbered yet
         default, factory = _default(info)
         columns.append(
             Column(
