@@ -99,11 +99,16 @@ def test_keys_parents_and_bounds_match_the_database(conn: psycopg.Connection[Any
         live = sorted(re.sub(r"\(([^)]*)\) ON DELETE CASCADE$", "", d).rstrip()
                       for d in foreign.get(t.name, []))
         assert [re.sub(r"\s+", " ", d) for d in live] == declared, t.name
-        for c in t.columns:
-            bound = f"CHECK (({c.name} >= ({c.minimum})"
-            has_bound = any(d.startswith(bound) or d == f"CHECK (({c.name} >= {c.minimum}))"
-                            for d in checks.get(t.name, []))
-            assert has_bound == (c.minimum is not None), f"{t.name}.{c.name} bound"
+        live_bounds = {}
+        for definition in checks.get(t.name, []):
+            found = _BOUND.fullmatch(definition)
+            if found:
+                live_bounds[found["column"]] = int(found["n"])
+        declared_bounds = {c.name: c.minimum for c in t.columns if c.minimum is not None}
+        assert live_bounds == declared_bounds, t.name
+
+
+_BOUND = re.compile(r"CHECK \(\((?P<column>\w+) >= \(?(?P<n>-?\d+)\)?(::double precision)?\)\)")
 
 
 def test_write_models_are_the_written_columns() -> None:
