@@ -16,12 +16,14 @@ or later updates change (timestamps, statuses, feedback).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 from uuid import UUID
 
+from psycopg.rows import BaseRowFactory, RowMaker
 from pydantic import BaseModel, ConfigDict, Field
 
 from .ids import uuid7
@@ -103,6 +105,35 @@ class Record(BaseModel):
     key: ClassVar[tuple[str, ...]]
     parents: ClassVar[tuple[Parent, ...]] = ()
     logged: ClassVar[bool] = False
+
+
+R = TypeVar("R", bound=Record)
+
+
+def record_rows(model: type[R]) -> BaseRowFactory[R]:
+    """A psycopg row factory building `model` records without validating them again.
+
+    For the read path: PostgreSQL has typed every value already, and validating each row
+    would cost more than reading it (about 3.5 µs against 1.2 µs per 15-column row).
+    The result's columns must be the model's fields, in any order.
+    """
+
+    def factory(cursor: Any) -> RowMaker[R]:
+        names = [c.name for c in cursor.description or ()]
+        fields_set = frozenset(names)
+        new, setattr_ = object.__new__, object.__setattr__
+
+        def make(values: Sequence[Any]) -> R:
+            record = new(model)
+            setattr_(record, "__dict__", dict(zip(names, values, strict=True)))
+            setattr_(record, "__pydantic_fields_set__", fields_set)
+            setattr_(record, "__pydantic_extra__", None)
+            setattr_(record, "__pydantic_private__", None)
+            return record
+
+        return make
+
+    return factory
 
 
 _IN_SIMULATION = (Parent(("simulation_id",), "simulations"),)

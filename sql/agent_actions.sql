@@ -1,16 +1,20 @@
--- Actions of one agent over a step range.
+-- Actions of a simulation, of one agent, one type or a step range.
 --
--- Answers: what did this agent do, and what did it earn, between two steps?
+-- Answers: what did the agents (or this agent) do, and what did it earn?
 -- Parameters:
 --   %(simulation_id)s  text     the simulation
---   %(agent_id)s       text     the agent
---   %(start_step)s     integer  first step (inclusive)
---   %(end_step)s       integer  last step (inclusive)
--- Returns: step, action_type, action_target_id, resources_before, resources_after,
---   reward, in step order.
-SELECT step, action_type, action_target_id, resources_before, resources_after, reward
+--   %(agent_id)s       text     only this agent (optional)
+--   %(action_type)s    text     only this action type (optional)
+--   %(step)s           integer  only this step (optional)
+--   %(start_step)s     integer  first step, inclusive (optional)
+--   %(end_step)s       integer  last step, inclusive (optional)
+-- Returns: every column of agent_actions, in step order (then action_id).
+SELECT *
 FROM agent_actions
 WHERE simulation_id = %(simulation_id)s::text
-  AND agent_id = %(agent_id)s::text
-  AND step BETWEEN %(start_step)s::integer AND %(end_step)s::integer
+  AND (%(agent_id)s::text IS NULL OR agent_id = %(agent_id)s::text)
+  AND (%(action_type)s::text IS NULL OR action_type = %(action_type)s::text)
+  AND (%(step)s::integer IS NULL OR step = %(step)s::integer)
+  AND (%(start_step)s::integer IS NULL OR step >= %(start_step)s::integer)
+  AND (%(end_step)s::integer IS NULL OR step <= %(end_step)s::integer)
 ORDER BY step, action_id;

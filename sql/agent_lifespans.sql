@@ -1,16 +1,11 @@
--- Agent lifespans by type.
+-- Agent lifespans: birth, death and lifespan of every agent.
 --
--- Answers: how long do agents of each type live?
+-- Answers: when was each agent born, when did it die, how long did it live?
 -- Parameters:
 --   %(simulation_id)s  text  the simulation
--- Returns: agent_type, agents, dead, mean_lifespan, max_lifespan (steps, over agents
---   that died), one row per agent type (from the agent_lifespans view).
-SELECT agent_type,
-       count(*)          AS agents,
-       count(lifespan)   AS dead,
-       avg(lifespan)::float8 AS mean_lifespan,
-       max(lifespan)     AS max_lifespan
+-- Returns: agent_id, agent_type, birth_step, death_step, lifespan (steps; NULL while
+--   alive), one row per agent in agent_id order (from the agent_lifespans view).
+SELECT agent_id, agent_type, birth_step, death_step, lifespan
 FROM agent_lifespans
 WHERE simulation_id = %(simulation_id)s::text
-GROUP BY agent_type
-ORDER BY agent_type;
+ORDER BY agent_id;

@@ -3,8 +3,9 @@
 -- Answers: what is the environment's most recent recorded state?
 -- Parameters:
 --   %(simulation_id)s  text  the simulation
--- Returns: step, state (jsonb), at most one row.
-SELECT step, state
+-- Returns: every column of environment_states (step, state as jsonb, created_at),
+--   at most one row.
+SELECT *
 FROM environment_states
 WHERE simulation_id = %(simulation_id)s::text
 ORDER BY step DESC

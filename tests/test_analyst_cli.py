@@ -134,4 +134,5 @@ def test_query_bad_value_exits_2_and_empty_csv_keeps_header(
     code, out, _ = run(dsn, capsys, "query", "agent_history", "--csv",
                        "--param", "simulation_id=sim_a", "--param", "agent_id=nobody")
     assert code == 0 and out.splitlines() == [
-        "step,position_x,position_y,resource_level,health,total_reward,age"]
+        "simulation_id,step,agent_id,position_x,position_y,position_z,resource_level,health,"
+        "is_defending,total_reward,age,profile,memory,relationships,extras"]

@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from seed import EXPERIMENT, Seed, insert, make_seed, seed_bulk
 
+from sim_schema import repositories as repo
+from sim_schema.models import AgentAction, AgentState
 from sim_schema.read import queries as q
 from sim_schema.errors import ConfigurationError, NotFound
 
@@ -36,7 +38,11 @@ async def test_agent_history_streams_in_step_order(seed: Seed, aconn: Any) -> No
         if r["agent_id"] == agent and 3 <= r["step"] <= 12
     )
     assert [(s.step, s.health) for s in got] == want
-    assert all(isinstance(s, q.AgentState) and s.simulation_id == SIM for s in got)
+    assert all(isinstance(s, AgentState) and s.simulation_id == SIM for s in got)
+    stored = {r["step"]: r for r in seed.rows("agent_states", SIM) if r["agent_id"] == agent}
+    for s in got:  # every column, as stored (the seed leaves the JSON columns NULL)
+        want_row = {**AgentState(**stored[s.step]).model_dump()}
+        assert s.model_dump() == want_row
     full = [s async for s in q.agent_history(aconn, SIM, agent)]
     assert len(full) == sum(1 for r in seed.rows("agent_states", SIM) if r["agent_id"] == agent)
 
@@ -55,6 +61,12 @@ async def test_actions_by_scope(seed: Seed, aconn: Any) -> None:
     agent = _agent(seed)
     by_agent = [a async for a in q.actions(aconn, SIM, agent_id=agent)]
     assert len(by_agent) == sum(1 for r in rows if r["agent_id"] == agent)
+    assert all(isinstance(a, AgentAction) and a.action_id is not None for a in by_agent)
+    assert [(a.step, a.action_type, a.resources_before, a.resources_after, a.reward)
+            for a in by_agent] == [
+        (r["step"], r["action_type"], r["resources_before"], r["resources_after"], r["reward"])
+        for r in rows if r["agent_id"] == agent
+    ]
     at_step = [a async for a in q.actions(aconn, SIM, step=5)]
     assert sorted(a.reward for a in at_step) == sorted(r["reward"] for r in rows if r["step"] == 5)
     ranged = [a async for a in q.actions(aconn, SIM, start_step=4, end_step=9,
@@ -71,6 +83,12 @@ async def test_population_births_deaths_lifespans(seed: Seed, aconn: Any) -> Non
     want = Counter((r["step"], types[r["agent_id"]]) for r in seed.rows("agent_states", SIM))
     got = await q.population_over_time(aconn, SIM)
     assert {(p.step, p.agent_type): p.agents for p in got} == dict(want)
+    health: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for r in seed.rows("agent_states", SIM):
+        health[(r["step"], types[r["agent_id"]])].append(r["health"])
+    for p in got:
+        vals = health[(p.step, p.agent_type)]
+        assert p.average_health == pytest.approx(sum(vals) / len(vals))
 
     births: Counter[int] = Counter()
     deaths: Counter[int] = Counter()
@@ -135,7 +153,7 @@ async def test_decision_statistics(seed: Seed, aconn: Any) -> None:
 
 async def test_environment_latest_and_diff(seed: Seed, aconn: Any) -> None:
     envs = {r["step"]: r["state"] for r in seed.rows("environment_states", SIM)}
-    latest = await q.latest_environment_state(aconn, SIM)
+    latest = await repo.latest_environment_state(aconn, SIM)
     assert latest is not None and latest.step == max(envs) and latest.state == envs[max(envs)]
     diff = await q.environment_diff(aconn, SIM, 5, 15)
     # k0 at step 5, k1 at step 15; grid.h grows from 10 to 11; step changes
@@ -146,7 +164,7 @@ async def test_environment_latest_and_diff(seed: Seed, aconn: Any) -> None:
     assert "grid.w" not in diff.changed
     with pytest.raises(NotFound, match="step 7"):
         await q.environment_diff(aconn, SIM, 5, 7)
-    assert await q.latest_environment_state(aconn, "nope") is None
+    assert await repo.latest_environment_state(aconn, "nope") is None
 
 
 async def test_compare_metric_column_and_json_key(seed: Seed, aconn: Any) -> None:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from seed import EXPERIMENT, Seed, insert, make_seed
 
+from sim_schema import catalog
 from sim_schema.read import sqllib
 from sim_schema.errors import ConfigurationError
 
@@ -32,28 +33,38 @@ def _agents(s: Seed) -> dict[str, Row]:
 Row = dict[str, Any]
 
 
+def full(table: str, row: Row) -> tuple[Any, ...]:
+    """A seed row with every column of the table, in table order (defaults filled in)."""
+    return tuple(row.get(c.name, c.default) for c in catalog.table(table).columns)
+
+
 def agent_history(s: Seed) -> Rows:
     return sorted(
-        (r["step"], r["position_x"], r["position_y"], r["resource_level"], r["health"],
-         r["total_reward"], r["age"])
-        for r in s.rows("agent_states", SIM) if r["agent_id"] == AGENT
+        (full("agent_states", r) for r in s.rows("agent_states", SIM) if r["agent_id"] == AGENT),
+        key=lambda r: r[1],
     )
 
 
 def step_snapshot(s: Seed) -> Rows:
-    types = _agents(s)
     return sorted(
-        (r["agent_id"], types[r["agent_id"]]["agent_type"], r["position_x"], r["position_y"],
-         r["resource_level"], r["health"])
-        for r in s.rows("agent_states", SIM) if r["step"] == 12
+        (full("agent_states", r) for r in s.rows("agent_states", SIM) if r["step"] == 12),
+        key=lambda r: r[2],
     )
 
 
+ACTION_ID = catalog.table("agent_actions").names.index("action_id")
+
+
+def _without_action_id(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[:ACTION_ID] + row[ACTION_ID + 1 :]
+
+
 def agent_actions(s: Seed) -> Rows:
+    """The seed inserts actions in (step, action) order, so identity order is seed order."""
     return [
-        (r["step"], r["action_type"], None, r["resources_before"], r["resources_after"],
-         r["reward"])
-        for r in s.rows("agent_actions", SIM) if r["agent_id"] == AGENT and 5 <= r["step"] <= 20
+        _without_action_id(full("agent_actions", r))
+        for r in s.rows("agent_actions", SIM)
+        if r["agent_id"] == AGENT and 5 <= r["step"] <= 20
     ]
 
 
@@ -86,7 +97,7 @@ def population_dynamics(s: Seed) -> Rows:
     return [(t, alive[t], births[t], deaths[t], births[t] - deaths[t]) for t in steps]
 
 
-def agent_lifespans(s: Seed) -> Rows:
+def lifespans_by_type(s: Seed) -> Rows:
     groups: dict[str, list[Row]] = defaultdict(list)
     for a in s.rows("agents", SIM):
         groups[a["agent_type"]].append(a)
@@ -96,6 +107,20 @@ def agent_lifespans(s: Seed) -> Rows:
         out.append((t, len(g), len(spans), mean(spans) if spans else None,
                     max(spans) if spans else None))
     return out
+
+
+def agent_lifespans(s: Seed) -> Rows:
+    return [
+        (a["agent_id"], a["agent_type"], a["birth_step"], a["death_step"],
+         None if a["death_step"] is None else a["death_step"] - a["birth_step"])
+        for a in sorted(s.rows("agents", SIM), key=lambda a: a["agent_id"])
+    ]
+
+
+def births_and_deaths(s: Seed) -> Rows:
+    births = Counter(a["birth_step"] for a in s.rows("agents", SIM) if a["birth_step"] > 0)
+    deaths = Counter(a["death_step"] for a in s.rows("agents", SIM) if a["death_step"] is not None)
+    return [(t, births[t], deaths[t]) for t in sorted(births.keys() | deaths.keys())]
 
 
 def _resources(s: Seed) -> dict[int, list[float]]:
@@ -151,9 +176,39 @@ def decision_statistics(s: Seed) -> Rows:
     return out
 
 
+def _decision_numbers(g: list[Row]) -> tuple[Any, ...]:
+    rated = [r["rating"] for r in g if r["rating"] is not None]
+    return (len(g), mean(r["processing_time"] for r in g), len(rated),
+            mean(rated) if rated else None)
+
+
+def decision_statistics_by_step(s: Seed) -> Rows:
+    groups: dict[int, list[Row]] = defaultdict(list)
+    for r in s.rows("agent_decisions", SIM):
+        groups[r["step"]].append(r)
+    return [(step, *_decision_numbers(g)) for step, g in sorted(groups.items())]
+
+
+def decision_totals(s: Seed) -> Rows:
+    return [_decision_numbers(s.rows("agent_decisions", SIM))]
+
+
 def environment_latest(s: Seed) -> Rows:
     last = max(s.rows("environment_states", SIM), key=lambda r: r["step"])
-    return [(last["step"], last["state"])]
+    return [(SIM, last["step"], last["state"])]
+
+
+def environment_at(s: Seed) -> Rows:
+    [row] = [r for r in s.rows("environment_states", SIM) if r["step"] == 10]
+    return [(SIM, 10, row["state"])]
+
+
+def experiments(s: Seed) -> Rows:
+    return [
+        (e["experiment_id"], e["name"], "created", None,
+         sum(1 for r in s.rows("simulations") if r["experiment_id"] == e["experiment_id"]))
+        for e in s.rows("experiments")
+    ]
 
 
 def _experiment_sims(s: Seed) -> list[Row]:
@@ -173,13 +228,15 @@ def _final(s: Seed, sim: str) -> Row:
     return max(s.rows("simulation_steps", sim), key=lambda r: r["step"])
 
 
-def experiment_final_summary(s: Seed) -> Rows:
+def simulation_summaries(s: Seed) -> Rows:
     out = []
     for sim in sorted(_experiment_sims(s), key=lambda r: r["simulation_id"]):
         sid = sim["simulation_id"]
         agents = s.rows("agents", sid)
         f = _final(s, sid)
-        out.append((sid, sim["status"], sim["parameters"], len(agents),
+        out.append((sid, EXPERIMENT, sim["name"], sim["status"], sim["parameters"],
+                    sim["step_count"], len(agents),
+                    sum(1 for a in agents if a["birth_step"] == 0),
                     sum(1 for a in agents if a["birth_step"] > 0),
                     sum(1 for a in agents if a["death_step"] is not None), f["step"],
                     f["total_agents"], f["total_resources"], f["average_agent_health"],
@@ -220,14 +277,20 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[Seed], Rows]]] = {
     "population_by_type": ({"simulation_id": SIM}, population_by_type),
     "population_dynamics": ({"simulation_id": SIM}, population_dynamics),
     "agent_lifespans": ({"simulation_id": SIM}, agent_lifespans),
+    "lifespans_by_type": ({"simulation_id": SIM}, lifespans_by_type),
+    "births_and_deaths": ({"simulation_id": SIM}, births_and_deaths),
     "resource_totals": ({"simulation_id": SIM}, resource_totals),
     "resource_efficiency": ({"simulation_id": SIM}, resource_efficiency),
     "learning_progress": ({"simulation_id": SIM, "bucket_size": 7}, learning_progress),
     "health_by_cause": ({"simulation_id": SIM}, health_by_cause),
     "decision_statistics": ({"simulation_id": SIM}, decision_statistics),
+    "decision_statistics_by_step": ({"simulation_id": SIM}, decision_statistics_by_step),
+    "decision_totals": ({"simulation_id": SIM}, decision_totals),
     "environment_latest": ({"simulation_id": SIM}, environment_latest),
+    "environment_at": ({"simulation_id": SIM, "step": 10}, environment_at),
+    "experiments": ({}, experiments),
     "compare_simulations": ({"experiment_id": EXPERIMENT}, compare_simulations),
-    "experiment_final_summary": ({"experiment_id": EXPERIMENT}, experiment_final_summary),
+    "simulation_summaries": ({"experiment_id": EXPERIMENT}, simulation_summaries),
     "parameter_sweep": ({"experiment_id": EXPERIMENT, "parameter": "food"}, parameter_sweep),
     "training_examples": ({"simulation_id": SIM, "min_rating": 3}, training_examples),
 }
@@ -251,20 +314,34 @@ def test_library_query_matches_python(
     want = expected(seed)
     assert want, f"seed gives {name} nothing to check"
     columns, rows = sqllib.run_query(conn, name, params)
-    assert len(columns) == len(want[0])
-    assert [tuple(r) for r in rows] == approx_rows(want)
+    got = [tuple(r) for r in rows]
+    if name == "agent_actions":  # server-made ids: increasing, then compared without them
+        ids = [r[ACTION_ID] for r in got]
+        assert ids == sorted(ids)
+        got = [_without_action_id(r) for r in got]
+    elif name == "experiments":  # server-made timestamps
+        got = [r[:5] for r in got]
+    elif name in ("environment_latest", "environment_at"):
+        got = [r[:3] for r in got]
+    assert len(got[0]) == len(want[0]), columns
+    assert got == approx_rows(want)
 
 
 def test_headers_document_parameters_and_results() -> None:
     for query in sqllib.load_library().values():
         assert "Answers:" in query.header and "Returns:" in query.header, query.name
-        assert set(query.parameters) == set(CASES[query.name][0]), query.name
+        given = set(CASES[query.name][0])
+        required = set(query.parameters) - query.optional
+        assert required <= given <= set(query.parameters), query.name
 
 
 def test_bind_names_missing_and_unknown_parameters() -> None:
     query = sqllib.get_query("agent_history")
     with pytest.raises(ConfigurationError, match="missing agent_id; unknown step"):
         query.bind({"simulation_id": "x", "step": 1})
+    bound = query.bind({"simulation_id": "x", "agent_id": "a"})  # optional ones are NULL
+    assert bound == {"simulation_id": "x", "agent_id": "a", "start_step": None, "end_step": None}
+    assert query.optional == {"start_step", "end_step"}
     with pytest.raises(ConfigurationError, match="valid: action_statistics"):
         sqllib.get_query("nope")
 

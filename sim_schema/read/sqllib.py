@@ -3,23 +3,34 @@
 Each file starts with a comment header: a title line, what it answers, its parameters
 written as psycopg named placeholders (`%(simulation_id)s`) and what it returns. The
 parameter names are parsed from the header and must match the placeholders of the body,
-so a file cannot silently need a value its documentation does not mention.
+so a file cannot silently need a value its documentation does not mention. A parameter
+whose header line says "optional" may be left out: it is then NULL (the query treats NULL
+as "no filter").
+
+The library is the one home of the read SQL: the query API (`sim_schema.read.queries`)
+runs these files by name. They are read and parsed once per process.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import BaseRowFactory
 
 from ..errors import ConfigurationError
+from ..pgerrors import translate
 from ..shipped import shipped_dir
 
 _PLACEHOLDER = re.compile(r"%\(([a-z_][a-z0-9_]*)\)s")
+_CHUNK = 1000  # rows per round trip of a streamed result
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +41,11 @@ class LibraryQuery:
     parameters: tuple[str, ...]
     text: str
     path: Path
+    optional: frozenset[str] = frozenset()
 
-    def bind(self, values: dict[str, Any]) -> dict[str, Any]:
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters for `execute`, refusing missing or unknown names by name."""
-        missing = [p for p in self.parameters if p not in values]
+        missing = [p for p in self.parameters if p not in values and p not in self.optional]
         unknown = sorted(set(values) - set(self.parameters))
         if missing or unknown:
             problems = []
@@ -45,7 +57,7 @@ class LibraryQuery:
             raise ConfigurationError(
                 f"query {self.name!r}: {'; '.join(problems)} parameter(s); it takes: {expected}"
             )
-        return {p: values[p] for p in self.parameters}
+        return {p: values.get(p) for p in self.parameters}
 
     @property
     def statement(self) -> sql.SQL:
@@ -75,12 +87,23 @@ def parse_query(path: Path, text: str) -> LibraryQuery:
         raise ConfigurationError(
             f"{path.name}: header documents {sorted(documented)} but the query uses {sorted(used)}"
         )
-    return LibraryQuery(path.stem, header_lines[0], header, documented, body, path)
+    optional = frozenset(
+        name
+        for line in header_lines
+        if "optional" in line
+        for name in _PLACEHOLDER.findall(line)
+    )
+    return LibraryQuery(path.stem, header_lines[0], header, documented, body, path, optional)
 
 
 def load_library(directory: Path | None = None) -> dict[str, LibraryQuery]:
-    """Every `*.sql` directly in the library directory (sub-directories hold other scripts)."""
-    root = directory or sql_dir()
+    """Every `*.sql` directly in the library directory (sub-directories hold other scripts),
+    read and parsed once per process and directory."""
+    return _load(directory or sql_dir())
+
+
+@functools.cache
+def _load(root: Path) -> dict[str, LibraryQuery]:
     return {
         p.stem: parse_query(p, p.read_text(encoding="utf-8")) for p in sorted(root.glob("*.sql"))
     }
@@ -91,6 +114,47 @@ def get_query(name: str, directory: Path | None = None) -> LibraryQuery:
     if name not in library:
         raise ConfigurationError(f"no query named {name!r}; valid: {', '.join(library)}")
     return library[name]
+
+
+def bound(name: str, params: Mapping[str, Any]) -> tuple[sql.SQL, dict[str, Any]]:
+    """The statement of library query `name` and its parameters, checked by name."""
+    query = get_query(name)
+    return query.statement, query.bind(params)
+
+
+async def fetch_async(
+    conn: psycopg.AsyncConnection[Any],
+    rows: BaseRowFactory[T],
+    query: sql.SQL | sql.Composed,
+    params: Any,
+) -> list[T]:
+    """All rows of `query`, made by `rows`; database errors translated (`pgerrors`)."""
+    try:
+        async with conn.cursor(row_factory=rows) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+    except psycopg.Error as exc:
+        raise (translate(exc) or exc) from None
+
+
+async def stream_async(
+    conn: psycopg.AsyncConnection[Any],
+    rows: BaseRowFactory[T],
+    query: sql.SQL | sql.Composed,
+    params: Any,
+) -> AsyncGenerator[T, None]:
+    """The rows of `query` `_CHUNK` at a time (libpq's chunked mode; one at a time with a
+    libpq older than 17), so memory stays flat whatever the size."""
+    try:
+        async with conn.cursor(row_factory=rows) as cur:
+            try:
+                async for row in cur.stream(query, params, size=_CHUNK):
+                    yield row
+            except psycopg.NotSupportedError:
+                async for row in cur.stream(query, params):
+                    yield row
+    except psycopg.Error as exc:
+        raise (translate(exc) or exc) from None
 
 
 def run_query(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import sql
+from psycopg.rows import class_row
 
 from ..errors import NotFound
 from ..models import EnvironmentState
+from ..read import sqllib
 from ._sql import Conn, checked, columns, fetch_one, select_rows
 
 
@@ -37,11 +39,11 @@ async def get_environment_state(conn: Conn, simulation_id: str, step: int) -> En
 
 
 async def latest_environment_state(conn: Conn, simulation_id: str) -> EnvironmentState | None:
-    """The state of the highest stored step, or None if the simulation has none."""
-    query = sql.SQL(
-        "SELECT {} FROM environment_states WHERE simulation_id = %s ORDER BY step DESC LIMIT 1"
-    ).format(columns(EnvironmentState))
-    return await fetch_one(conn, EnvironmentState, query, (simulation_id,))
+    """The state of the highest stored step, or None if the simulation has none
+    (`sql/environment_latest.sql`)."""
+    query, params = sqllib.bound("environment_latest", {"simulation_id": simulation_id})
+    rows = await sqllib.fetch_async(conn, class_row(EnvironmentState), query, params)
+    return rows[0] if rows else None
 
 
 async def list_environment_states(

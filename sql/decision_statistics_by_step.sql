@@ -1,0 +1,17 @@
+-- Decision statistics per step.
+--
+-- Answers: how many decisions were made at each step, how long did they take, how were
+-- they rated?
+-- Parameters:
+--   %(simulation_id)s  text  the simulation
+-- Returns: step, decisions, mean_processing_time (seconds), rated, mean_rating,
+--   one row per step with decisions.
+SELECT step,
+       count(*)             AS decisions,
+       avg(processing_time) AS mean_processing_time,
+       count(rating)        AS rated,
+       avg(rating)          AS mean_rating
+FROM agent_decisions
+WHERE simulation_id = %(simulation_id)s::text
+GROUP BY step
+ORDER BY step;
