@@ -18,10 +18,13 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
+from helpers import SCHEMA, add_simulation
+
 from sim_schema.migrations.migration import load_migrations
 from sim_schema.migrations.runner import MigrationRunner
+from sim_schema.settings import Settings
+from sim_schema.store import Store
 
-SCHEMA = "sim"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,3 +114,16 @@ async def aconn(dsn: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         dsn, autocommit=True, options=f"-c search_path={SCHEMA}"
     ) as c:
         yield c
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[Store]:
+    """A store on this test's migrated database (a pool large enough for concurrent loggers)."""
+    async with Store(Settings(dsn=dsn, pool_max_size=12)) as s:
+        yield s
+
+
+@pytest.fixture
+async def sim(aconn: psycopg.AsyncConnection[Any]) -> str:
+    """Simulation `s1`, created with no agents."""
+    return await add_simulation(aconn, "s1")

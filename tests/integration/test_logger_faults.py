@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import add_simulation
 
 from sim_schema.ingest.writer import BulkWriter, CopyBatch
 from sim_schema.errors import IngestError
@@ -24,11 +25,7 @@ FAST = RetryPolicy(attempts=5, initial_delay=0.01, max_delay=0.05)
 
 @pytest.fixture
 async def store(dsn: str, aconn: psycopg.AsyncConnection[Any]) -> AsyncIterator[Store]:
-    await aconn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
-    await aconn.execute(
-        "INSERT INTO agents (simulation_id, agent_id, agent_type)"
-        " SELECT 's', 'a' || i, 'prey' FROM generate_series(0, 9) i"
-    )
+    await add_simulation(aconn, "s", agents=10)
     async with Store(Settings(dsn=dsn)) as s:
         yield s
 

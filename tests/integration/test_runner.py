@@ -134,6 +134,7 @@ def test_runner_refuses_a_connection_inside_a_transaction(blank_dsn: str) -> Non
             MigrationRunner(BASE).migrate(c)
 
 
+@pytest.mark.slow
 def test_eight_concurrent_migrator_processes_apply_each_version_once(
     blank_dsn: str, bconn: Any
 ) -> None:

@@ -16,12 +16,6 @@ Conn = psycopg.AsyncConnection[Any]
 PROFILE: dict[str, Any] = {"名前": "Ünsal ☃", "traits": {"curious": 0.9, "tags": ["a", None]}}
 
 
-@pytest.fixture
-async def sim(aconn: Conn) -> str:
-    await repo.create_simulation(aconn, "s1")
-    return "s1"
-
-
 def _agent(agent_id: str, **kw: Any) -> AgentCreate:
     return AgentCreate(
         simulation_id="s1", agent_id=agent_id, agent_type=kw.pop("t", "citizen"), **kw

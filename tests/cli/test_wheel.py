@@ -18,7 +18,9 @@ import pytest
 
 from sim_schema.migrations.migration import load_migrations
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'`
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

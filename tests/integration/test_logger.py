@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import add_simulation, add_simulation_sync
 from psycopg import sql
 
 from sim_schema.errors import IngestError, ValidationError
@@ -19,19 +20,8 @@ from sim_schema.settings import Settings
 from sim_schema.store import Store
 
 
-@pytest.fixture
-async def store(dsn: str) -> AsyncIterator[Store]:
-    async with Store(Settings(dsn=dsn, pool_max_size=12)) as s:
-        yield s
-
-
 async def new_sim(aconn: psycopg.AsyncConnection[Any], simulation_id: str, agents: int = 0) -> None:
-    await aconn.execute("INSERT INTO simulations (simulation_id) VALUES (%s)", (simulation_id,))
-    await aconn.execute(
-        "INSERT INTO agents (simulation_id, agent_id, agent_type)"
-        " SELECT %s, 'a' || i, 'prey' FROM generate_series(0, %s - 1) i",
-        (simulation_id, agents),
-    )
+    await add_simulation(aconn, simulation_id, agents=agents)
 
 
 async def count(aconn: psycopg.AsyncConnection[Any], table: str, simulation_id: str) -> int:
@@ -116,8 +106,7 @@ async def test_back_pressure_bounds_memory(
 
 
 def test_sync_logger_back_pressure(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
-    conn.execute("INSERT INTO agents (simulation_id, agent_id, agent_type) VALUES ('s', 'a0', 'x')")
+    add_simulation_sync(dsn, "s", agents=1)
     log = SyncSimulationLogger(
         "s", settings=Settings(dsn=dsn), buffer_size=10, max_pending=30, handoff=5
     )
@@ -204,7 +193,7 @@ async def test_validation_failure_is_an_ingest_error(
 async def test_every_table_through_the_logger(
     store: Store, aconn: psycopg.AsyncConnection[Any]
 ) -> None:
-    await aconn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    await add_simulation(aconn, "s")
     async with SimulationLogger(store, "s", buffer_size=3) as logger:
         await logger.log_agents([{"agent_id": f"a{i}", "agent_type": "prey"} for i in range(4)])
         await logger.log_agent("a9", "predator", parent_ids=["a0"], profile={"bio": "😀"})
@@ -257,7 +246,7 @@ async def test_eight_simulations_log_concurrently(
 
 
 def test_sync_logger(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    add_simulation_sync(dsn, "s")
     settings = Settings(dsn=dsn)
     with SyncSimulationLogger("s", settings=settings, buffer_size=50, handoff=7) as log:
         for a in range(10):
@@ -278,7 +267,7 @@ def test_sync_logger(dsn: str, conn: psycopg.Connection[Any]) -> None:
 
 
 def test_sync_logger_surfaces_permanent_failure(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    conn.execute("INSERT INTO simulations (simulation_id) VALUES ('s')")
+    add_simulation_sync(dsn, "s")
     log = SyncSimulationLogger("s", settings=Settings(dsn=dsn), buffer_size=5)
     for step in range(5):
         log.log_agent_state(step, "nobody")

@@ -3,7 +3,7 @@ a killed process. Every test checks the stored rows by content (a digest of the 
 back, ordered by key) against what was logged, not only their number.
 
 The lost-acknowledgement case (commit succeeded, reply lost) is tested by
-tests/test_logger_faults.py; it is not repeated here.
+tests/integration/test_logger_faults.py; it is not repeated here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from sim_schema.migrations.migration import SqlMigration, load_migrations
 from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.settings import Settings
 from sim_schema.store import Store
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'`
 
 SCHEMA = "sim"
 FAST_RETRY = RetryPolicy(attempts=20, initial_delay=0.05, max_delay=0.5, timeout=60.0)

@@ -371,6 +371,7 @@ def test_parquet_without_pyarrow_says_how_to_install(
         export(seeded, tmp_path, simulations=["sim-A"], fmt="parquet")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_export_streams_in_constant_memory(
     conn: psycopg.Connection[Any], tmp_path: Path, fmt: str

@@ -15,12 +15,6 @@ from sim_schema.settings import Settings
 from sim_schema.store import Store
 
 
-@pytest.fixture
-async def store(dsn: str) -> AsyncIterator[Store]:
-    async with Store(Settings(dsn=dsn)) as s:
-        yield s
-
-
 async def statuses(aconn: psycopg.AsyncConnection[Any]) -> dict[str, str]:
     cur = await aconn.execute(
         "SELECT experiment_id, status FROM experiments UNION ALL"

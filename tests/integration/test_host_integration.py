@@ -371,6 +371,7 @@ def _replicas(count: int, target: Any) -> tuple[list[Any], list[BaseException]]:
     return results, failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start_at", [None, 2], ids=["empty database", "at version 2"])
 def test_eight_replicas_call_migrate_at_once(blank_dsn: str, start_at: int | None) -> None:
     if start_at is not None:
@@ -389,6 +390,7 @@ def test_eight_replicas_call_migrate_at_once(blank_dsn: str, start_at: int | Non
     assert recorded(blank_dsn) == list(range(N))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("own", [True, False], ids=["with host migrations", "ours only"])
 def test_concurrent_host_runners_fail_only_on_the_hosts_own_race(
     blank_dsn: str, own: bool
@@ -467,6 +469,7 @@ def _slow_list() -> list[SqlMigration]:
     return [*load_migrations(None), SqlMigration(N, "slow", ["SELECT pg_sleep(30)"])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("autocommit", [False, True])
 async def test_cancelled_migrate_async_hands_the_connection_back(
     blank_dsn: str, autocommit: bool

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "sql" / "citus" / "distribute.sql"
+SCRIPT = Path(__file__).resolve().parents[2] / "sql" / "citus" / "distribute.sql"
 DIST_COLUMN = "simulation_id"
 ANCHOR = "simulations"
 LOCAL_TABLES = {"schema_migrations"}

@@ -28,6 +28,8 @@ from sim_schema.settings import Settings
 from sim_schema.catalog import AGENT_DEPENDENT, SPECS, Column
 from sim_schema.store import Store
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'`
+
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

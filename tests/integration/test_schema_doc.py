@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-SCHEMA_DOC = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
+SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _ROW = re.compile(r"^\|(.*)\|\s*$")
 
 Columns = list[tuple[str, str]]

@@ -187,6 +187,7 @@ CLI_PAYLOADS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("payload", CLI_PAYLOADS)
 def test_cli_identifiers_and_filters_refused_or_data(
     payload: str, guarded: psycopg.Connection[Any], dsn: str, tmp_path: Any

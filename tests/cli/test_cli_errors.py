@@ -1,4 +1,4 @@
-"""The CLI's failure modes for every command but migrate/status/plan (tests/test_migrate_cli.py):
+"""The CLI's failure modes for every command but migrate/status/plan (tests/cli/test_migrate_cli.py):
 one clear line on stderr, the documented exit code (sim_schema/cli/common.py), no traceback, and
 never the password of the DSN.
 """

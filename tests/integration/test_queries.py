@@ -228,6 +228,7 @@ def _plan(conn: psycopg.Connection[Any], query: str, params: list[Any]) -> str:
     return "\n".join(r[0] for r in rows)
 
 
+@pytest.mark.slow
 def test_history_and_snapshot_plans_use_indexes(conn: psycopg.Connection[Any]) -> None:
     """On ~360k analyzed rows, filtered reads use an index, never a seq scan of agent_states."""
     seed_bulk(conn)
