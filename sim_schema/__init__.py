@@ -1,11 +1,12 @@
 """sim_schema: PostgreSQL storage for agent-based simulations.
 
 The front door: everything a service, a deploy job or a notebook needs is importable from
-here. `repositories` (row-at-a-time data access), `queries` (the typed read API) and
-`admin` (delete, archive, grants) are modules, used as `sim_schema.queries.agent_history`.
+here. `repositories` (row-at-a-time data access), `queries` (the typed read API),
+`sqllib` (the SQL library), `models` (the records), `catalog` (the tables) and `admin`
+(delete, archive, grants) are modules, used as `sim_schema.queries.agent_history`.
 """
 
-from . import admin, repositories
+from . import admin, catalog, models, repositories
 from .errors import (
     AlreadyExists,
     ArchiveRefused,
@@ -28,18 +29,21 @@ from .errors import (
 )
 from .ingest.experiment import ExperimentManager, SimulationContext
 from .ingest.logger import RetryPolicy, SimulationLogger, SyncSimulationLogger
+from .ingest.writer import BulkWriter, CopyBatch, copy_rows
 from .migrations.migration import Migration, SqlMigration, host_migrations, load_migrations
 from .migrations.runner import MigrationRunner, migrate, migrate_async
-from .read import queries
+from .read import queries, sqllib
 from .read.export import export, export_async, export_decisions, export_decisions_async
 from .settings import Settings
-from .store import Store
+from .store import Store, connect
 
 __all__ = [
     "AlreadyExists",
     "ArchiveRefused",
+    "BulkWriter",
     "ConfigurationError",
     "ConnectionFailed",
+    "CopyBatch",
     "DatabaseTimeout",
     "ExperimentManager",
     "IngestError",
@@ -65,6 +69,9 @@ __all__ = [
     "ValidationError",
     "VerificationError",
     "admin",
+    "catalog",
+    "connect",
+    "copy_rows",
     "export",
     "export_async",
     "export_decisions",
@@ -73,7 +80,9 @@ __all__ = [
     "load_migrations",
     "migrate",
     "migrate_async",
+    "models",
     "queries",
     "repositories",
+    "sqllib",
 ]
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, LiteralString, cast
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -204,27 +204,14 @@ async def grant_read_only_async(
 # --- the work, once ------------------------------------------------------------------------
 
 
-def _transaction(schema: str | None, body: ops.Work, begin: LiteralString) -> ops.Work:
-    """`body` in one transaction with `schema` as its search path (None: the connection's,
-    for the repositories, whose connections come from `Store.connection()`)."""
-    yield ops.Query(begin)
-    try:
-        if schema is not None:
-            yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(schema), True))
-        result = yield from body
-        yield ops.Query("COMMIT")
-    except BaseException:
-        yield ops.Query("ROLLBACK", best_effort=True)
-        raise
-    return result
-
-
 def _read(schema: str | None, body: ops.Work) -> ops.Work:
-    return _transaction(schema, body, "BEGIN READ ONLY")
+    """`body` in a read-only transaction; `schema` None keeps the connection's search path
+    (the repositories, whose connections come from `Store.connection()`)."""
+    return ops.transaction(body, begin="BEGIN READ ONLY", schema=schema)
 
 
 def _write(schema: str | None, body: ops.Work) -> ops.Work:
-    return _transaction(schema, body, "BEGIN")
+    return ops.transaction(body, schema=schema)
 
 
 def delete_simulation_work(simulation_id: str) -> ops.Work:

@@ -194,6 +194,29 @@ async def _perform_async(conn: psycopg.AsyncConnection[Any], op: Op) -> Any:
         return rows
 
 
+def transaction(
+    body: Work,
+    *,
+    begin: LiteralString = "BEGIN",
+    schema: str | None = None,
+    keep: bool = True,
+) -> Work:
+    """`body` in one transaction opened by `begin`, with `schema` as its only search path
+    when given (until the transaction ends); committed when `body` returns (`keep=False`:
+    rolled back, for work that must leave nothing behind), rolled back when it raises,
+    cancellation included. The connection must be in autocommit mode (`borrowed` is)."""
+    yield Query(begin)
+    try:
+        if schema is not None:
+            yield Query(SET_PATH_SCOPED, (quoted_path(schema), True))
+        result = yield from body
+        yield Query("COMMIT" if keep else "ROLLBACK")
+    except BaseException:
+        yield Query("ROLLBACK", best_effort=True)
+        raise
+    return result
+
+
 # --- borrowing a connection -----------------------------------------------------------
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE

@@ -16,12 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from helpers import SCHEMA, add_simulation
 from pytest_postgresql import factories
 
-from helpers import SCHEMA, add_simulation
-
+from sim_schema import repositories as repo
 from sim_schema.migrations.migration import load_migrations
 from sim_schema.migrations.runner import MigrationRunner
+from sim_schema.models import AgentCreate
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 
@@ -127,3 +128,14 @@ async def store(dsn: str) -> AsyncIterator[Store]:
 async def sim(aconn: psycopg.AsyncConnection[Any]) -> str:
     """Simulation `s1`, created with no agents."""
     return await add_simulation(aconn, "s1")
+
+
+@pytest.fixture
+async def citizens(aconn: psycopg.AsyncConnection[Any]) -> str:
+    """Simulation `s1` with the citizens a1 and a2."""
+    await add_simulation(aconn, "s1")
+    await repo.register_agents(
+        aconn,
+        [AgentCreate(simulation_id="s1", agent_id=a, agent_type="citizen") for a in ("a1", "a2")],
+    )
+    return "s1"

@@ -83,27 +83,22 @@ def _dump(schema: str) -> ops.Work:
 
 def catalog(schema: str) -> ops.Work:
     """The live catalog of `schema` (read in a transaction that changes nothing)."""
-    yield ops.Query("BEGIN READ ONLY")
-    try:
-        yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(schema), True))
-        result = yield from _dump(schema)
-    finally:
-        yield ops.Query("ROLLBACK", best_effort=True)
-    return result
+    return ops.transaction(_dump(schema), begin="BEGIN READ ONLY", schema=schema, keep=False)
 
 
 def expected_catalog(migrations: Sequence[SqlMigration]) -> ops.Work:
     """What `migrations` create in an empty schema: applied to a scratch schema, dumped,
     then rolled back (nothing of it remains)."""
     scratch = f"sim_baseline_{secrets.token_hex(6)}"
-    yield ops.Query("BEGIN")
-    try:
+
+    def build() -> ops.Work:
         for migration in migrations:
             yield from migration.bound_to(scratch).work(in_transaction=True)
         yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(scratch), True))
-        result = yield from _dump(scratch)
-    finally:
-        yield ops.Query("ROLLBACK", best_effort=True)
+        result: Catalog = yield from _dump(scratch)
+        return result
+
+    result: Catalog = yield from ops.transaction(build(), keep=False)
     return result
 
 

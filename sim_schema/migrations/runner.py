@@ -470,9 +470,8 @@ class MigrationRunner:
                 f"baseline refused: schema {self.schema!r} is not what versions 0..{to} "
                 f"create: {difference}; nothing was recorded"
             )
-        records: list[AppliedRecord] = []
-        yield ops.Query("BEGIN")
-        try:
+        def record() -> ops.Work:
+            records: list[AppliedRecord] = []
             for migration in self.migrations[: to + 1]:
                 yield record_applied(
                     self.schema, migration.version(), migration.description(),
@@ -480,11 +479,10 @@ class MigrationRunner:
                 )  # fmt: skip
                 rows = yield self._read_record(migration.version())
                 records.append(AppliedRecord(*rows[0]))
-            yield ops.Query("COMMIT")
-        except BaseException:
-            yield ops.Query("ROLLBACK", best_effort=True)
-            raise
-        return records
+            return records
+
+        result: list[AppliedRecord] = yield from ops.transaction(record())
+        return result
 
 
 # --- drivers -----------------------------------------------------------------------------

@@ -306,15 +306,9 @@ def _export_decisions(
 def snapshot(schema: str, body: ops.Work) -> ops.Work:
     """`body` in one REPEATABLE READ READ ONLY transaction with `schema` as its search path:
     every table read at the same instant, whatever the connection's own search path."""
-    yield ops.Query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    try:
-        yield ops.Query(ops.SET_PATH_SCOPED, (ops.quoted_path(schema), True))
-        result = yield from body
-        yield ops.Query("COMMIT")
-    except BaseException:
-        yield ops.Query("ROLLBACK", best_effort=True)
-        raise
-    return result
+    return ops.transaction(
+        body, begin="BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", schema=schema
+    )
 
 
 def resolve_simulations(simulations: Sequence[str] | None, experiment: str | None) -> ops.Work:

@@ -7,7 +7,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import add_simulation
 
 from sim_schema import repositories as repo
 from sim_schema.errors import AlreadyExists, LifecycleError, NotFound, ValidationError
@@ -19,14 +18,8 @@ PAYLOAD: dict[str, Any] = {"content": "Hallo 👋 ☃", "nested": {"list": [1, [
 
 
 @pytest.fixture
-async def sim(aconn: Conn) -> str:
-    """Simulation `s1` with the citizens a1 and a2."""
-    await add_simulation(aconn, "s1")
-    await repo.register_agents(
-        aconn,
-        [AgentCreate(simulation_id="s1", agent_id=a, agent_type="citizen") for a in ("a1", "a2")],
-    )
-    return "s1"
+async def sim(citizens: str) -> str:
+    return citizens
 
 
 def _event(step: int, event_type: str = "interaction", **kw: Any) -> EventCreate:
