@@ -84,14 +84,29 @@ class LifecycleError(SimSchemaError):
 
 
 class IngestError(SimSchemaError):
-    """A batch could not be written; its rows are kept in `rows` for the caller."""
+    """A batch could not be written; its rows are kept in `rows` for the caller.
 
-    def __init__(self, table: str, batch: int, cause: BaseException, rows: list[object]) -> None:
+    `rows_dropped` counts the rows not kept: the logger keeps the rows of failed batches
+    up to a memory cap (`keep_failed_rows`), and only counts the ones beyond it.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        batch: int,
+        cause: BaseException,
+        rows: list[object],
+        *,
+        rows_dropped: int = 0,
+    ) -> None:
         self.table = table
         self.batch = batch
         self.cause = cause
         self.rows = rows
-        super().__init__(f"{table} batch {batch} ({len(rows)} rows) was not written: {cause}")
+        self.rows_dropped = rows_dropped
+        count = len(rows) + rows_dropped
+        kept = f", {rows_dropped} of them not kept: over the memory cap" if rows_dropped else ""
+        super().__init__(f"{table} batch {batch} ({count} rows{kept}) was not written: {cause}")
 
 
 class PartialMigrationFailed(MigrationFailed):

@@ -147,3 +147,37 @@ def locate_row(
                 why = f"duplicate key ({match['cols']})=({wanted})"
             return ValidationError(table, i, cols[-1], why)
     return None
+
+
+# SQLSTATEs worth another attempt: the condition passes and the write is idempotent (a
+# COPY batch is found in the ingest ledger if it had committed). 53* (insufficient
+# resources: disk full, out of memory) and 54* (a program limit, such as an index row too
+# large) fail at once: retrying cannot help and would hold the rows of other batches.
+_TRANSIENT = frozenset(
+    {
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, shutting down)
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout)
+        "57014",  # query_canceled (statement_timeout): the batch's transaction rolled back
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error of a COPY batch's transaction is worth retrying (by SQLSTATE).
+
+    Connection loss and refusal (no SQLSTATE, or class 08) and the states above are; a
+    `ConnectionFailed` from the pool is; everything else (constraint violations, bad
+    values, resources exhausted, limits exceeded) is permanent.
+    """
+    if isinstance(exc, ConnectionFailed):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in _TRANSIENT

@@ -14,6 +14,8 @@ from .errors import ConfigurationError
 from .names import DEFAULT_SCHEMA, validate_schema_name
 
 ENV_PREFIX = "SIM_SCHEMA_"
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+               "keepalives_count": 3}
 
 
 class Settings(BaseModel):
@@ -53,12 +55,20 @@ class Settings(BaseModel):
             raise ConfigurationError(f"invalid sim_schema settings: {exc}") from None
 
     def conninfo(self) -> str:
-        """The connection string with our defaults added (never logged: it may hold a password)."""
+        """The connection string with our defaults added (never logged: it may hold a password).
+
+        TCP keepalives (unless the DSN sets them) let a connection whose server vanished
+        without a word (a cable, a crashed host) fail within about a minute instead of
+        waiting forever.
+        """
         try:
+            given = conninfo_to_dict(self.dsn or "")
+            defaults = {k: v for k, v in _KEEPALIVES.items() if k not in given}
             return make_conninfo(
                 self.dsn or "",
                 connect_timeout=self.connect_timeout,
                 application_name=self.application_name,
+                **defaults,
             )
         except psycopg.ProgrammingError as exc:
             raise ConfigurationError(f"invalid DSN: {parse_error_reason(str(exc))}") from None

@@ -22,6 +22,8 @@ from .errors import ConnectionFailed, SimSchemaError
 from .names import DEFAULT_SCHEMA
 from .settings import Settings, redact_message
 
+RECONNECT_TIMEOUT = 2.0  # seconds
+
 
 def _connection_error(settings: Settings, exc: BaseException) -> ConnectionFailed:
     reason = redact_message(
@@ -109,6 +111,10 @@ class Store:
             # One cheap round trip per checkout replaces a connection that died while idle
             # (server restart, pg_terminate_backend) instead of handing it to a caller.
             check=AsyncConnectionPool.check_connection,
+            # The pool's reconnection backoff doubles without a cap while the server is
+            # down; giving up after RECONNECT_TIMEOUT lets the next request start again
+            # from a 1 s delay, so a server that comes back is used within about a second.
+            reconnect_timeout=RECONNECT_TIMEOUT,
             open=False,
             name=f"sim_schema:{s.schema_name}",
         )
@@ -146,21 +152,45 @@ class Store:
     async def connection(
         self, timeout: float | None = None
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled autocommit connection; wrap writes in `conn.transaction()`."""
+        """A pooled autocommit connection; wrap writes in `conn.transaction()`.
+
+        Waits up to `timeout` seconds (default: the pool's timeout) for one. When none
+        comes, the error says why: the server cannot be reached (libpq's reason, from one
+        direct attempt), or every connection is in use.
+        """
+        pool = self.pool
+        wait = pool.timeout if timeout is None else timeout
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
+            async with pool.connection(timeout=wait) as conn:
                 if not self._host_pool:
                     yield conn
                     return
                 path = _search_path(self.settings)
                 async with ops.borrowed_async(conn, what="sim_schema", search_path=path):
                     yield conn
-        except PoolTimeout as exc:
-            raise ConnectionFailed(
-                f"no connection free in the pool within "
-                f"{timeout if timeout is not None else self.pool.timeout:g}s "
-                f"(pool max_size={self.pool.max_size}): {exc}"
-            ) from None
+        except PoolTimeout:
+            raise await self._why_no_connection(wait) from None
+
+    async def _why_no_connection(self, waited: float) -> ConnectionFailed:
+        """The real cause behind a pool timeout: try the server once, directly."""
+        pool = self.pool
+        if not self._host_pool:
+            try:
+                probe = await psycopg.AsyncConnection.connect(self.settings.conninfo())
+            except psycopg.OperationalError as exc:
+                return _connection_error(self.settings, exc)
+            await probe.close()
+        stats = pool.get_stats()
+        busy = stats.get("pool_size", 0) >= pool.max_size and not stats.get("pool_available")
+        if busy:
+            return ConnectionFailed(
+                f"no connection free in the pool within {waited:g}s: all "
+                f"{pool.max_size} are in use (pool max_size={pool.max_size})"
+            )
+        return ConnectionFailed(
+            f"no connection from the pool within {waited:g}s: it is still reconnecting "
+            f"(pool max_size={pool.max_size}, {stats.get('pool_size', 0)} open)"
+        )
 
 
 def ensure_database(settings: Settings, name: str) -> bool:

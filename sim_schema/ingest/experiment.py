@@ -19,7 +19,7 @@ from .. import repositories as repo
 from ..errors import LifecycleError, SimSchemaError
 from ..models import Experiment, ExperimentStatus, Simulation, SimulationStatus
 from ..store import Store
-from .logger import RetryPolicy, SimulationLogger
+from .logger import DEFAULT_FLUSH_INTERVAL, RetryPolicy, SimulationLogger
 
 _ACTIVE = (SimulationStatus.RUNNING, SimulationStatus.PAUSED)
 
@@ -71,18 +71,33 @@ class SimulationContext:
             )
 
     async def finish(self, exc: BaseException | None) -> None:
-        """Complete (exc None) or fail a simulation still running; close the logger."""
-        if await self._status() in _ACTIVE:
-            if exc is None:
-                try:
-                    await self.complete()
-                except SimSchemaError as error:
-                    await self.fail(f"{type(error).__name__}: {error}")
+        """Complete (exc None) or fail a simulation still running; close the logger.
+
+        The logger is closed whatever happens here (reading the status can fail too), so
+        its rows are flushed; a failure to close it is raised, or added as a note to the
+        error that is already on its way.
+        """
+        failure: BaseException | None = None
+        try:
+            if await self._status() in _ACTIVE:
+                if exc is None:
+                    try:
+                        await self.complete()
+                    except SimSchemaError as error:
+                        await self.fail(f"{type(error).__name__}: {error}")
+                        raise
+                else:
+                    await self.fail(f"{type(exc).__name__}: {exc}")
+        except BaseException as error:
+            failure = error
+            raise
+        finally:
+            try:
+                await self.logger.close()
+            except SimSchemaError as close_error:
+                if failure is None:
                     raise
-            else:
-                await self.fail(f"{type(exc).__name__}: {exc}")
-        else:
-            await self.logger.close()
+                failure.add_note(f"and closing the logger failed: {close_error}")
 
     async def __aenter__(self) -> SimulationContext:
         return self
@@ -115,7 +130,7 @@ class ExperimentManager:
         tags: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         buffer_size: int = 1000,
-        flush_interval: float = 30.0,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:

@@ -1,14 +1,19 @@
 """SimulationLogger: per-simulation buffers flushed by binary COPY, in the background.
 
-Guarantees (docs/ingest.md): a buffer is dropped only after its batch's transaction
-commits; a transient failure is retried and a replay never duplicates rows (the batch id
-is in the `ingest_batches` ledger, written in the same transaction); memory is bounded by
-`max_pending` rows (buffered + queued + in flight), `log_*` waits when it is reached; a
-permanent failure is raised on the next call, `flush()` or `close()` as `IngestError`
-holding the unwritten rows. One writer task per logger writes batches in order, so agents
-are always written before the rows that reference them; batches of one table that queue up
-behind a busy writer share one transaction (each keeps its ledger row). JSON values are
-encoded when they are logged, so later changes to a logged dict are not written.
+Guarantees (docs/ingest.md): a `log_*` call is all or nothing (every value is checked
+when the call is made, and a value that cannot be stored refuses the whole call with a
+`ValidationError` naming the table, row and field); a buffer is dropped only after its
+batch's transaction commits; a transient failure (by SQLSTATE) is retried within a time
+budget, and a replay never duplicates rows (the batch id is in the `ingest_batches`
+ledger, written in the same transaction); memory is bounded by `max_pending` rows
+(buffered + queued + in flight), `log_*` waits when it is reached; a buffer is written at
+the latest `flush_interval` (1 s) after its first row, so a crash loses about a second of
+logging; a permanent failure is raised on the next call, `flush()` or `close()` as
+`IngestError` holding the unwritten rows. One writer task per logger writes batches in
+order, so agents are always written before the rows that reference them; batches of one
+table that queue up behind a busy writer share one transaction (each keeps its ledger
+row). Values are checked and JSON encoded when they are logged, so later changes to a
+logged dict are not written.
 
 `SyncSimulationLogger` gives the same guarantees to synchronous code: the async logger runs
 in an event loop on a background thread, rows are handed over in small chunks.
@@ -33,16 +38,17 @@ from typing import Any, Generic, TypeVar
 import psycopg
 
 from ..catalog import AGENT_DEPENDENT, SPECS, Row, spec_of
-from ..errors import ConnectionFailed, IngestError, SimSchemaError
-from ..pgerrors import locate_row
+from ..errors import ConfigurationError, IngestError, SimSchemaError
+from ..pgerrors import is_transient, locate_row
 from ..settings import Settings
 from ..store import Store
-from ..values import decode_json, encode_json
+from ..values import decode_json, validate
 from .writer import BulkWriter, CopyBatch
 
 log = logging.getLogger(__name__)
 
-TURN_ROWS = 100  # rows the producer encodes and buffers between two turns for the writer
+TURN_ROWS = 100  # rows the producer checks and buffers between two turns for the writer
+DEFAULT_FLUSH_INTERVAL = 1.0  # seconds: about what a kill -9 loses (docs/ingest.md)
 
 T = TypeVar("T")
 _Done = TypeVar("_Done")
@@ -52,18 +58,24 @@ _Ids = TypeVar("_Ids")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff (with jitter) for transient failures of one batch."""
+    """Exponential backoff (with jitter) for transient failures of one batch.
 
-    attempts: int = 10
+    `timeout` bounds the wall time spent on a batch, waits included: each attempt gets at
+    most `attempt_timeout` seconds (to get a connection, then for its statements) and never
+    more than what is left of the budget. `max_delay` caps the wait between attempts, so
+    after an outage the logger tries again within about a second of the server's return.
+    Which errors are transient is decided by SQLSTATE (`pgerrors.is_transient`).
+    """
+
+    attempts: int | None = None  # None: as many as `timeout` allows
     initial_delay: float = 0.1
-    max_delay: float = 5.0
-    timeout: float = 120.0  # give up on a batch after this many seconds of retrying
+    max_delay: float = 1.0
+    timeout: float = 120.0
+    attempt_timeout: float = 30.0
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
-        """Connection lost, server restart or shutdown, serialization failure, deadlock,
-        lock or statement timeout (all psycopg.OperationalError), no pool connection."""
-        return isinstance(exc, psycopg.OperationalError | ConnectionFailed)
+        return is_transient(exc)
 
 
 @dataclass
@@ -78,6 +90,20 @@ def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
     """Rows as the caller logged them (JSON values decoded back), for an IngestError."""
     names = SPECS[table].names
     return [dict(zip(names, decode_json(table, r), strict=True)) for r in rows]
+
+
+def check_options(buffer_size: int, flush_interval: float, max_pending: int | None) -> int:
+    """The logger's options checked (before anything is started); the max_pending to use."""
+    if buffer_size < 1:
+        raise ConfigurationError(f"buffer_size must be >= 1, got {buffer_size}")
+    if not flush_interval > 0:
+        raise ConfigurationError(f"flush_interval must be > 0 seconds, got {flush_interval}")
+    pending = 50 * buffer_size if max_pending is None else max_pending
+    if pending < buffer_size:
+        raise ConfigurationError(
+            f"max_pending ({pending}) must be >= buffer_size ({buffer_size})"
+        )
+    return pending
 
 
 class _RowLogger(Generic[_Done, _Id, _Ids]):
@@ -215,20 +241,13 @@ class SimulationLogger(
         simulation_id: str,
         *,
         buffer_size: int = 1000,
-        flush_interval: float = 30.0,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
         retry: RetryPolicy | None = None,
         writer: BulkWriter | None = None,
+        keep_failed_rows: int | None = None,
     ) -> None:
-        if buffer_size < 1:
-            raise SimSchemaError(f"buffer_size must be >= 1, got {buffer_size}")
-        if flush_interval <= 0:
-            raise SimSchemaError(f"flush_interval must be > 0, got {flush_interval}")
-        max_pending = 50 * buffer_size if max_pending is None else max_pending
-        if max_pending < buffer_size:
-            raise SimSchemaError(
-                f"max_pending ({max_pending}) must be >= buffer_size ({buffer_size})"
-            )
+        max_pending = check_options(buffer_size, flush_interval, max_pending)
         self.store = store
         self.simulation_id = simulation_id
         self.buffer_size = buffer_size
@@ -251,6 +270,11 @@ class SimulationLogger(
         self._unreported: deque[IngestError] = deque()
         self.rows_written = 0
         self.batches_replayed = 0  # batches found already committed on a retry
+        # Rows of failed batches kept for the caller (IngestError.rows), at most this many;
+        # beyond it a failure counts its rows instead (IngestError.rows_dropped).
+        self.keep_failed_rows = max_pending if keep_failed_rows is None else keep_failed_rows
+        self._kept_failed = 0
+        self.blocked = False  # a log_* call is waiting for room (back-pressure)
 
     @property
     def pending(self) -> int:
@@ -275,20 +299,28 @@ class SimulationLogger(
         return value
 
     async def _take(self, table: str, rows: list[Row]) -> None:
-        """Encode the JSON of rows just logged and buffer them, `TURN_ROWS` at a time.
+        """Check every row of one call, then buffer them, `TURN_ROWS` at a time.
 
-        While the writer has work, it gets a turn between two parts: encoding a large call
-        in one go would keep its next command to the server waiting (the server idles
-        meanwhile). A pending failure is raised before anything is taken.
+        All or nothing: a value that cannot be stored raises `ValidationError` (its row
+        index counts from the call's first row) before any row of the call is taken. While
+        the writer has work it gets a turn between two parts: checking a large call in one
+        go would keep its next command to the server waiting (the server idles meanwhile).
+        A pending failure is raised before anything is taken.
         """
         self._check_usable(True)
+        ready: list[Row] = []
         for start in range(0, len(rows), TURN_ROWS):
             if start and self._queue:
                 await asyncio.sleep(0)
-            await self._add(table, encode_json(table, rows[start : start + TURN_ROWS]))
+            part = rows[start : start + TURN_ROWS]
+            ready += validate(table, self.simulation_id, part, start=start)
+        for start in range(0, len(ready), TURN_ROWS):
+            if start and self._queue:
+                await asyncio.sleep(0)
+            await self._add(table, ready[start : start + TURN_ROWS])
 
     async def _add(self, table: str, rows: list[Row]) -> None:
-        """Buffer rows whose JSON is encoded, waiting for room."""
+        """Buffer checked rows, waiting for room."""
         self._check_usable(False)
         size = self.buffer_size
         i, n = 0, len(rows)
@@ -314,8 +346,8 @@ class SimulationLogger(
                 await asyncio.sleep(0)
 
     async def _add_many(self, tables: Mapping[str, list[Row]]) -> None:
-        """Rows of several tables, JSON encoded, in the given table order (the sync
-        facade's hand-over). Every row is taken before a pending failure is raised: none
+        """Checked rows of several tables, in the given table order (the sync facade's
+        hand-over). Every row is taken before a pending failure is raised: none
         of them is dropped."""
         for table, rows in tables.items():
             await self._add(table, rows)
@@ -329,13 +361,17 @@ class SimulationLogger(
         Failures that happen meanwhile are not raised here (part of the caller's rows may
         be buffered already): the next call reports them.
         """
-        while self._pending + rows > self.max_pending:
-            if not self._queue:
-                fullest = max(self._buffers, key=lambda t: len(self._buffers[t]))
-                if self._buffers[fullest]:
-                    self._seal(fullest)
-            self._raise_if_writer_died()
-            await self._progress.wait()
+        self.blocked = True
+        try:
+            while self._pending + rows > self.max_pending:
+                if not self._queue:
+                    fullest = max(self._buffers, key=lambda t: len(self._buffers[t]))
+                    if self._buffers[fullest]:
+                        self._seal(fullest)
+                self._raise_if_writer_died()
+                await self._progress.wait()
+        finally:
+            self.blocked = False
         self._check_usable(False)
 
     def _check_usable(self, report: bool) -> None:
@@ -425,30 +461,31 @@ class SimulationLogger(
         event.set()
 
     async def _write(self, group: list[_Batch]) -> None:
-        """Write a group in one transaction, retrying transient failures.
+        """Write a group in one transaction, retrying transient failures within the budget.
 
-        A permanent failure of a group of several batches is retried one batch at a time,
-        so the batches that can be written are, and the error names the batch at fault.
+        Each attempt has a deadline (to get a connection, then for its statements) that
+        never passes the end of the budget. A permanent failure of a group of several
+        batches is retried one batch at a time, so the batches that can be written are, and
+        the error names the batch at fault.
         """
         table = group[0].table
-        batches = [CopyBatch(b.batch_id, b.rows, json_encoded=True) for b in group]
+        batches = [CopyBatch(b.batch_id, b.rows, validated=True) for b in group]
         policy = self.retry
-        delay, started = policy.initial_delay, time.monotonic()
+        delay, deadline = policy.initial_delay, time.monotonic() + policy.timeout
         attempt = 0
         while True:
             attempt += 1
+            left = deadline - time.monotonic()
+            budget = max(0.001, min(policy.attempt_timeout, left))
             try:
-                async with self.store.connection() as conn:
+                async with self.store.connection(timeout=budget) as conn:
                     written = await self._writer.write_many(
-                        conn, table, self.simulation_id, batches
+                        conn, table, self.simulation_id, batches, timeout=budget
                     )
             except Exception as exc:
-                elapsed = time.monotonic() - started
-                if (
-                    policy.is_transient(exc)
-                    and attempt < policy.attempts
-                    and elapsed + delay <= policy.timeout
-                ):
+                transient = policy.is_transient(exc)
+                more = policy.attempts is None or attempt < policy.attempts
+                if transient and more and time.monotonic() + delay < deadline:
                     log.warning(
                         "simulation %s: %s batches %d-%d attempt %d failed, retrying in %.2fs: %s",
                         self.simulation_id, table, group[0].number, group[-1].number, attempt,
@@ -457,7 +494,7 @@ class SimulationLogger(
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
                     delay = min(delay * 2, policy.max_delay)
                     continue
-                if len(group) > 1 and not policy.is_transient(exc):
+                if len(group) > 1 and not transient:
                     for batch in group:  # pin the failure to its batch; the others go in
                         await self._write([batch])
                     return
@@ -481,17 +518,26 @@ class SimulationLogger(
             return
 
     def _fail(self, batch: _Batch, cause: BaseException) -> None:
-        error = IngestError(batch.table, batch.number, cause, _as_dicts(batch.table, batch.rows))
+        rows: list[object] = []
+        dropped = len(batch.rows)
+        if self._kept_failed + dropped <= self.keep_failed_rows:
+            rows, dropped = _as_dicts(batch.table, batch.rows), 0
+            self._kept_failed += len(rows)
+        error = IngestError(batch.table, batch.number, cause, rows, rows_dropped=dropped)
         log.error("simulation %s: %s", self.simulation_id, error)
         self.errors.append(error)
         self._unreported.append(error)
 
     def _raise_if_writer_died(self) -> None:
+        """A writer that was cancelled or crashed will write nothing more: say so, never wait."""
         task = self._task
-        if task is not None and task.done() and not task.cancelled() and task.exception():
-            raise SimSchemaError(
-                f"the writer of simulation {self.simulation_id!r} stopped: {task.exception()!r}"
-            )
+        if task is None or not task.done() or (self._closing and self._done >= self._sealed):
+            return
+        how = "was cancelled" if task.cancelled() else f"stopped: {task.exception()!r}"
+        raise SimSchemaError(
+            f"the writer of simulation {self.simulation_id!r} {how}; {self._pending} logged "
+            "rows were not written"
+        )
 
     # -- flush and close -------------------------------------------------------------
 
@@ -514,8 +560,9 @@ class SimulationLogger(
         finally:
             self._closing = True
             self._wakeup.set()
-            if self._task is not None:
-                await self._task  # writes whatever is still queued (if flush raised)
+            task = self._task
+            if task is not None and not task.done():
+                await task  # writes whatever is still queued (if flush raised)
             self._closed = True
         if self._unreported:
             raise self._unreported.popleft()
@@ -551,11 +598,12 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
         *,
         settings: Settings | None = None,
         buffer_size: int = 1000,
-        flush_interval: float = 30.0,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
         retry: RetryPolicy | None = None,
         handoff: int = 100,
     ) -> None:
+        check_options(buffer_size, flush_interval, max_pending)  # before any thread or pool
         self.simulation_id = simulation_id
         self.flush_interval = flush_interval
         self._handoff = max(1, min(handoff, buffer_size))
@@ -598,7 +646,8 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
             raise SimSchemaError(f"the logger of simulation {self.simulation_id!r} is closed")
         if not self._local_rows:
             self._local_born = time.monotonic()
-        self._local.setdefault(table, []).extend(encode_json(table, rows))
+        # Checked now, in the caller's thread: the call is refused whole, naming the row.
+        self._local.setdefault(table, []).extend(validate(table, self.simulation_id, rows))
         self._local_rows += len(rows)
         if (
             self._local_rows >= self._handoff

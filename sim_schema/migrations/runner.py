@@ -209,12 +209,12 @@ class MigrationRunner:
         )
         return [r[0] for r in rows]
 
-    def _refuse_untracked(self, applied: list[AppliedRecord]) -> ops.Work:
-        if applied:
-            return
-        objects = yield from self._untracked_objects()
-        if objects:
-            raise UntrackedSchema(self.schema, objects)
+    def _checked_state(self) -> ops.Work:
+        """The applied records, refusing a schema that holds objects but records nothing."""
+        applied, untracked = yield from self._state()
+        if untracked:
+            raise UntrackedSchema(self.schema, untracked)
+        return applied
 
     def _verify(self, applied: list[AppliedRecord]) -> None:
         known = len(self.migrations)
@@ -250,9 +250,25 @@ class MigrationRunner:
             )
         return self.migrations[len(applied) : target + 1]
 
+    def _snapshot(self, body: ops.Work) -> ops.Work:
+        """Reads that must agree with each other (the tracking rows and the relations of the
+        schema), taken in one snapshot: a migrator committing meanwhile is seen by both or
+        by neither."""
+        return ops.transaction(body, begin="BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    def _state(self) -> ops.Work:
+        """(applied records, relations of a schema that records nothing), in one snapshot."""
+
+        def read() -> ops.Work:
+            applied = yield from self._read_applied()
+            untracked = [] if applied else (yield from self._untracked_objects())
+            return applied, untracked
+
+        result: tuple[list[AppliedRecord], list[str]] = yield from self._snapshot(read())
+        return result
+
     def _status(self) -> ops.Work:
-        applied = yield from self._read_applied()
-        untracked = [] if applied else (yield from self._untracked_objects())
+        applied, untracked = yield from self._state()
         by_version = {record.version: record for record in applied}
         states: list[MigrationState] = []
         for migration in self.migrations:
@@ -295,8 +311,7 @@ class MigrationRunner:
         return states
 
     def _plan(self, to: int | None) -> ops.Work:
-        applied = yield from self._read_applied()
-        yield from self._refuse_untracked(applied)
+        applied = yield from self._checked_state()
         self._verify(applied)
         return self._pending(applied, to)
 
@@ -410,8 +425,7 @@ class MigrationRunner:
 
     def _migrate(self, to: int | None, drop_invalid_indexes: bool) -> ops.Work:
         # Cheap refusal before queueing for the lock; everything is re-read under it.
-        applied = yield from self._read_applied()
-        yield from self._refuse_untracked(applied)
+        applied = yield from self._checked_state()
         self._verify(applied)
         self._pending(applied, to)
         lock_wait, result = yield from self._locked(self._migrate_locked(to, drop_invalid_indexes))
@@ -420,8 +434,7 @@ class MigrationRunner:
 
     def _migrate_locked(self, to: int | None, drop_invalid_indexes: bool) -> ops.Work:
         result = MigrateResult()
-        applied = yield from self._read_applied()
-        yield from self._refuse_untracked(applied)
+        applied = yield from self._checked_state()
         self._verify(applied)
         pending = self._pending(applied, to)
         invalid = yield from self._invalid_indexes()

@@ -173,18 +173,45 @@ async def test_unknown_agent_is_reported_with_row_and_rows_kept(
     assert await count(aconn, "agent_states", "s") == 1
 
 
-async def test_validation_failure_is_an_ingest_error(
+async def test_a_value_that_cannot_be_stored_refuses_the_whole_call(
     store: Store, aconn: psycopg.AsyncConnection[Any]
 ) -> None:
+    """A log call is all or nothing: row 500 of 1000 holds a lone surrogate in its JSON,
+    the call raises naming table, row and field, and none of its rows is taken."""
     await new_sim(aconn, "s", agents=1)
     logger = SimulationLogger(store, "s", buffer_size=100, flush_interval=3600)
     await logger.log_agent_states([{"step": i, "agent_id": "a0"} for i in range(4)])
-    await logger.log_agent_state(4, "a0", memory={"bad": float("nan")})
+    rows = [{"step": 10 + i, "agent_id": "a0", "memory": {"note": "ok"}} for i in range(1000)]
+    rows[500]["memory"] = {"note": "\udcff"}
+    with pytest.raises(ValidationError) as info:
+        await logger.log_agent_states(rows)
+    assert (info.value.table, info.value.row, info.value.field) == ("agent_states", 500, "memory")
+    assert "surrogate" in str(info.value)
+    assert logger.pending == 4  # the earlier call only
+    with pytest.raises(ValidationError, match=r"agent_states row 0 field 'agent_id'.*surrogate"):
+        await logger.log_agent_state(5, "a\udcff")
+    with pytest.raises(ValidationError, match=r"row 0 field 'memory'.*JSON"):
+        await logger.log_agent_state(4, "a0", memory={"bad": float("nan")})
+    await logger.log_action(0, "a0", "move")
+    await logger.close()
+    assert logger.errors == []
+    assert await count(aconn, "agent_states", "s") == 4
+    assert await count(aconn, "agent_actions", "s") == 1
+
+
+async def test_an_unknown_agent_is_an_ingest_error_of_its_batch(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """What only the database can tell (a key it does not know) fails the batch, later."""
+    await new_sim(aconn, "s", agents=1)
+    logger = SimulationLogger(store, "s", buffer_size=100, flush_interval=3600)
+    await logger.log_agent_states([{"step": i, "agent_id": "a0"} for i in range(4)])
+    await logger.log_agent_state(4, "nobody")
     await logger.log_action(0, "a0", "move")
     with pytest.raises(IngestError) as info:
         await logger.close()
     assert isinstance(info.value.cause, ValidationError)
-    assert (info.value.cause.row, info.value.cause.field) == (4, "memory")
+    assert (info.value.cause.row, info.value.cause.field) == (4, "agent_id")
     assert len(info.value.rows) == 5
     assert await count(aconn, "agent_states", "s") == 0
     assert await count(aconn, "agent_actions", "s") == 1  # other batches are still written
@@ -333,14 +360,14 @@ async def test_invalid_batch_in_a_group_fails_alone(
 ) -> None:
     await new_sim(aconn, "s", agents=2)
     logger = SimulationLogger(store, "s", buffer_size=10, max_pending=1000, flush_interval=3600)
-    rows = [(i, f"a{i % 2}", -1 if i == 57 else i) for i in range(120)]  # age >= 0
+    rows = [(i, "ghost" if i == 57 else f"a{i % 2}", i) for i in range(120)]  # no such agent
     await _log_while_copy_blocked(dsn, aconn, logger, rows)
     with pytest.raises(IngestError) as info:
         await logger.close()
     error = info.value
     assert (error.table, error.batch) == ("agent_states", 6)  # rows 50-59
     assert isinstance(error.cause, ValidationError)
-    assert (error.cause.row, error.cause.field) == (7, "age")
+    assert (error.cause.row, error.cause.field) == (7, "agent_id")
     assert [r["step"] for r in error.rows] == list(range(50, 60))  # type: ignore[index]
     assert len(logger.errors) == 1
     assert await count(aconn, "agent_states", "s") == 110
@@ -373,14 +400,15 @@ async def test_json_is_the_value_at_log_time(
 async def test_bytes_in_a_json_column_are_refused_not_sent(
     store: Store, aconn: psycopg.AsyncConnection[Any]
 ) -> None:
-    """Encoded JSON travels as bytes inside the logger; bytes the caller passes do not."""
+    """Bytes the caller passes for a JSON column are refused at the call, never sent."""
     await new_sim(aconn, "s", agents=1)
-    logger = SimulationLogger(store, "s", buffer_size=100)
-    await logger.log_agent_state(0, "a0", memory=b"\x01{}")
-    await logger.log_agent_state(1, "a0", memory={"ok": 1})
-    with pytest.raises(IngestError) as info:
-        await logger.close()
-    assert isinstance(info.value.cause, ValidationError)
-    assert (info.value.cause.row, info.value.cause.field) == (0, "memory")
-    assert "JSON-serializable" in info.value.cause.reason
-    assert [r["memory"] for r in info.value.rows] == [b"\x01{}", {"ok": 1}]  # type: ignore[index]
+    async with SimulationLogger(store, "s", buffer_size=100) as logger:
+        with pytest.raises(ValidationError) as info:
+            await logger.log_agent_state(0, "a0", memory=b"\x01{}")
+        assert (info.value.row, info.value.field) == (0, "memory")
+        assert "JSON-serializable" in info.value.reason
+        await logger.log_agent_state(1, "a0", memory={"ok": 1})
+    cur = await aconn.execute("SELECT step, memory FROM agent_states")
+    assert await cur.fetchall() == [(1, {"ok": 1})]
+
+

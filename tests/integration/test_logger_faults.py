@@ -87,8 +87,10 @@ class LosesFirstAcknowledgements(BulkWriter):
         table: str,
         simulation_id: str,
         batches: Sequence[CopyBatch],
+        *,
+        timeout: float | None = None,
     ) -> list[bool]:
-        written = await super().write_many(conn, table, simulation_id, batches)
+        written = await super().write_many(conn, table, simulation_id, batches, timeout=timeout)
         if any(written) and self.losses:
             self.losses -= 1
             self.lost_batches += sum(written)

