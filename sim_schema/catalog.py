@@ -22,13 +22,16 @@ from pydantic.fields import FieldInfo
 
 from . import models
 from .errors import SimSchemaError, ValidationError
-from .models import Parent, Pg, Record
+from .models import Parent, Pg, Record, Storage
 
-Kind = Literal["text", "int4", "int8", "float8", "bool", "jsonb", "uuid", "text[]", "timestamptz"]
+Kind = Literal[
+    "text", "int2", "int4", "int8", "float8", "bool", "jsonb", "uuid", "text[]", "timestamptz"
+]
 Row = tuple[Any, ...]
 
 _KINDS: dict[str, Kind] = {
     "text": "text",
+    "smallint": "int2",
     "integer": "int4",
     "bigint": "int8",
     "double precision": "float8",
@@ -53,6 +56,7 @@ class Column:
     written: bool = True  # inserts write it (False: the server or a later UPDATE fills it)
     identity: bool = False
     factory: Callable[[], Any] | None = None  # makes the default per row (client-made ids)
+    ordinal: bool = False  # numbered by the logger when not given (`Numbering`)
 
     @property
     def kind(self) -> Kind:
@@ -69,6 +73,7 @@ class Table:
     key: tuple[str, ...]
     parents: tuple[Parent, ...]
     logged: bool
+    stored: Storage | None = None  # set: a view over this table with integer keys
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -129,14 +134,25 @@ def _table(model: type[Record]) -> Table:
     columns = []
     for name, info in model.model_fields.items():
         pg, nullable = _pg(info.annotation if not info.metadata else _annotated(info))
-        nullable = nullable and not pg.identity  # None in a record: not numbered yet
+        # None in a record: not numbered yet (the column itself is NOT NULL)
+        nullable = nullable and not (pg.identity or pg.ordinal)
         default, factory = _default(info)
         columns.append(
             Column(
-                name, pg.type, nullable, pg.minimum, default, pg.written, pg.identity, factory
+                name,
+                pg.type,
+                nullable,
+                pg.minimum,
+                default,
+                pg.written,
+                pg.identity,
+                factory,
+                pg.ordinal,
             )
         )
-    return Table(model.table, model, tuple(columns), model.key, model.parents, model.logged)
+    return Table(
+        model.table, model, tuple(columns), model.key, model.parents, model.logged, model.stored
+    )
 
 
 def _annotated(info: FieldInfo) -> Any:
@@ -185,13 +201,46 @@ def table(name: str) -> Table:
 
 
 @dataclass(frozen=True)
+class Numbering:
+    """How the logger numbers a table's rows that come without their key: `column` gets
+    the n-th row among the logged rows sharing the values of `prefix` (n from 0, in the
+    order logged), so a replayed run gives its rows the same keys. `kind` "ordinal": n
+    itself; "uuid": an id made from (simulation, prefix values, n), `ids.replay_id`."""
+
+    column: str
+    prefix: tuple[str, ...]
+    kind: Literal["ordinal", "uuid"]
+
+
+def _numbering(t: Table) -> Numbering | None:
+    for c in t.columns:
+        if c.ordinal:
+            prefix = tuple(n for n in t.key if n not in ("simulation_id", c.name))
+            return Numbering(c.name, prefix, "ordinal")
+    derived = getattr(t.model, "numbered_id", None)
+    if derived is not None:
+        return Numbering(derived, ("step",), "uuid")
+    return None
+
+
+@dataclass(frozen=True)
 class TableSpec:
-    """The COPY column list of one logged table (`simulation_id` first), in row order."""
+    """The COPY column list of one logged table (`simulation_id` first), in row order.
+
+    `target` is the table COPY writes: the table itself, or for a stored table (a view
+    over integer keys) its `_data` table, whose `target_names` replace `simulation_id` and
+    `agent_id` by `sim_key` and `agent_key`.
+    """
 
     name: str
     columns: tuple[Column, ...]
+    storage: Storage | None = None
+    numbering: Numbering | None = None
     names: tuple[str, ...] = field(init=False)
     json_positions: tuple[int, ...] = field(init=False)
+    target: str = field(init=False)
+    target_names: tuple[str, ...] = field(init=False)
+    agent_position: int | None = field(init=False)  # where agent_id is, if mapped to a key
     _all: Callable[[Mapping[str, Any]], Row] = field(init=False, repr=False)
     _all_but_simulation: Callable[[Mapping[str, Any]], Row] = field(init=False, repr=False)
 
@@ -200,11 +249,24 @@ class TableSpec:
         object.__setattr__(self, "names", names)
         positions = tuple(i for i, c in enumerate(self.columns) if c.kind == "jsonb")
         object.__setattr__(self, "json_positions", positions)
+        storage = self.storage
+        object.__setattr__(self, "target", storage.table if storage else self.name)
+        object.__setattr__(
+            self, "target_names", tuple(storage.column(n) for n in names) if storage else names
+        )
+        mapped = storage is not None and storage.column("agent_id") != "agent_id"
+        object.__setattr__(
+            self, "agent_position", names.index("agent_id") if mapped else None
+        )
         object.__setattr__(self, "_all", _getter(names))
         object.__setattr__(self, "_all_but_simulation", _getter(names[1:]))
 
+    def position(self, name: str) -> int:
+        return self.names.index(name)
+
     def row(self, simulation_id: str, values: Mapping[str, Any]) -> Row:
-        """A row tuple from a mapping of column names (missing keys get the column default)."""
+        """A row tuple from a mapping of column names (missing keys get the column default;
+        a missing numbered column is None: the logger numbers it, `Numbering`)."""
         unknown = values.keys() - self.names
         if unknown:
             name = sorted(unknown)[0]
@@ -212,11 +274,12 @@ class TableSpec:
                 self.name, -1, name, f"no such column (columns: {', '.join(self.names[1:])})"
             )
         get = values.get
+        numbered = self.numbering.column if self.numbering else None
         return (
             get("simulation_id", simulation_id),
             *[
                 get(c.name, c.default)
-                if c.factory is None or c.name in values
+                if c.factory is None or c.name in values or c.name == numbered
                 else c.factory()
                 for c in self.columns[1:]
             ],
@@ -257,7 +320,9 @@ def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Row]:
 
 
 SPECS: dict[str, TableSpec] = {
-    t.name: TableSpec(t.name, t.inserted) for t in TABLES.values() if t.logged
+    t.name: TableSpec(t.name, t.inserted, t.stored, _numbering(t))
+    for t in TABLES.values()
+    if t.logged
 }
 
 # Tables whose rows reference agents: their batches must be written after the agents'.

@@ -144,3 +144,20 @@ class ArchiveRefused(SimSchemaError):
 
 class DatabaseTimeout(SimSchemaError):
     """A statement hit `statement_timeout` or `lock_timeout`; nothing of it was written."""
+
+
+class ReplayConflict(SimSchemaError):
+    """A row logged again (a resumed run) differs from the row stored under its key."""
+
+    def __init__(
+        self, table: str, key: dict[str, object], column: str, stored: str, logged: str
+    ) -> None:
+        self.table = table
+        self.key = key
+        self.column = column
+        shown = ", ".join(f"{k}={v!r}" for k, v in key.items())
+        super().__init__(
+            f"{table}: the row with key ({shown}) is already stored with {column} = {stored},"
+            f" the row logged again has {logged}: a resumed run must log the same rows in the"
+            " same order (docs/ingest.md, Resume)"
+        )

@@ -106,8 +106,12 @@ def _not_found(exc: pg.ForeignKeyViolation) -> NotFound:
     found = _REFERENCED.search(detail)
     if match is None or found is None:
         return NotFound(f"referenced row not found ({exc.diag.constraint_name})")
-    entity = _ENTITY.get(found["table"], found["table"])
-    cols, vals = match["cols"], match["vals"]
+    return missing(found["table"], match["cols"], match["vals"])
+
+
+def missing(referenced: str, cols: str, vals: str) -> NotFound:
+    """`NotFound` for a reference to a row of `referenced` that does not exist, by key."""
+    entity = _ENTITY.get(referenced, referenced)
     if "," not in cols:
         return NotFound(f"{entity} {vals!r} not found")
     return NotFound(f"{entity} ({cols})=({vals}) not found")

@@ -43,13 +43,22 @@ from .errors import ValidationError
 # is checked; short steps keep the socket buffer from running dry (copy._validated_steps).
 VALIDATION_STEP = 200
 
-_LIMITS = {"int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
+_LIMITS = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),
+}
 _NONE = type(None)
+_NULL_ORDINAL = (
+    "NULL: each row needs its ordinal (the n-th row of its key at its step, from 0); the"
+    " logger numbers the rows it is given, the bulk writer does not"
+)
 _not_none = partial(is_not, None)
 
 # Python types a column accepts without conversion; text[] is always checked per value.
 _PLAIN: dict[str, frozenset[type]] = {
     "text": frozenset({str}),
+    "int2": frozenset({int}),
     "int4": frozenset({int}),
     "int8": frozenset({int}),
     "float8": frozenset({float}),
@@ -176,7 +185,7 @@ def _plainly_valid(col: Column, values: Sequence[Any]) -> bool:
         return "\x00" not in joined and _utf8_ok(joined)
     if kind == "float8":
         return col.minimum is None  # a bound (and NaN against it) is checked per value
-    if kind == "int4" or kind == "int8":
+    if kind in _LIMITS:
         lo, hi = _LIMITS[kind]
         if col.minimum is not None:
             lo = col.minimum
@@ -235,7 +244,7 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
     if not col.nullable:
         for i, v in enumerate(values):
             if v is None:
-                raise reject(i, "NULL in a NOT NULL column")
+                raise reject(i, _NULL_ORDINAL if col.ordinal else "NULL in a NOT NULL column")
     if kind == "float8":
         converted: list[Any] | None = None
         for i, v in enumerate(values):
@@ -256,7 +265,7 @@ def _check_column(table: str, col: Column, values: Sequence[Any]) -> list[Any] |
                 if v is not None and not v >= least:  # NaN compares false: refused too
                     raise reject(i, f"{v} violates CHECK ({name} >= {least})")
         return converted
-    if kind == "int4" or kind == "int8":
+    if kind in _LIMITS:
         lo, hi = _LIMITS[kind]
         if col.minimum is not None:
             lo = col.minimum

@@ -8,7 +8,7 @@
 --   %(step)s           integer  only this step (optional)
 --   %(start_step)s     integer  first step, inclusive (optional)
 --   %(end_step)s       integer  last step, inclusive (optional)
--- Returns: every column of agent_actions, in step order (then action_id).
+-- Returns: every column of agent_actions, in (step, agent_id, ordinal) order.
 SELECT *
 FROM agent_actions
 WHERE simulation_id = %(simulation_id)s::text
@@ -17,4 +17,4 @@ WHERE simulation_id = %(simulation_id)s::text
   AND (%(step)s::integer IS NULL OR step = %(step)s::integer)
   AND (%(start_step)s::integer IS NULL OR step >= %(start_step)s::integer)
   AND (%(end_step)s::integer IS NULL OR step <= %(end_step)s::integer)
-ORDER BY step, action_id;
+ORDER BY step, agent_id, ordinal;

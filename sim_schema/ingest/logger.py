@@ -32,6 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -43,7 +44,9 @@ from ..pgerrors import is_transient, locate_row
 from ..settings import Settings
 from ..store import Store
 from ..values import decode_json, validate
-from .writer import BulkWriter, CopyBatch
+from .numbering import Numberer
+from .resume import stored_steps
+from .writer import BulkWriter, CopyBatch, record_watermark
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,11 @@ class _Batch:
     number: int
     batch_id: uuid.UUID
     rows: list[Row]
+    low_step: int | None  # the lowest step of its rows (None: a table without steps)
+
+
+# Where each logged table's rows hold their step (agents have none).
+_STEP_AT = {name: spec.position("step") for name, spec in SPECS.items() if "step" in spec.names}
 
 
 def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
@@ -100,9 +108,7 @@ def check_options(buffer_size: int, flush_interval: float, max_pending: int | No
         raise ConfigurationError(f"flush_interval must be > 0 seconds, got {flush_interval}")
     pending = 50 * buffer_size if max_pending is None else max_pending
     if pending < buffer_size:
-        raise ConfigurationError(
-            f"max_pending ({pending}) must be >= buffer_size ({buffer_size})"
-        )
+        raise ConfigurationError(f"max_pending ({pending}) must be >= buffer_size ({buffer_size})")
     return pending
 
 
@@ -113,14 +119,24 @@ class _RowLogger(Generic[_Done, _Id, _Ids]):
     """
 
     simulation_id: str
+    _numbers: Numberer
+
+    def _accepted(self, table: str, rows: list[Row], start: int = 0) -> list[Row]:
+        """The rows numbered (`numbering`) and checked (`values`), ready to buffer: all of
+        them or, with a ValidationError naming the row and field, none."""
+        numbered = self._numbers.number(table, rows)
+        ready = validate(table, self.simulation_id, numbered.rows, start=start)
+        numbered.commit()
+        return ready
 
     def _put(self, table: str, rows: list[Row]) -> _Done:
         raise NotImplementedError
 
-    def _put_id(self, table: str, row: Row, value: uuid.UUID) -> _Id:
+    def _put_id(self, table: str, row: Row) -> _Id:
+        """`_put` of one row that returns the row's id (numbered if it had none)."""
         raise NotImplementedError
 
-    def _put_ids(self, table: str, rows: list[Row], values: list[uuid.UUID]) -> _Ids:
+    def _put_ids(self, table: str, rows: list[Row]) -> _Ids:
         raise NotImplementedError
 
     def log_rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> _Done:
@@ -210,16 +226,16 @@ class _RowLogger(Generic[_Done, _Id, _Ids]):
         return self.log_rows("interactions", rows)
 
     def log_event(self, step: int, event_type: str, **columns: Any) -> _Id:
-        """Log an event; its id (time-ordered uuid7 unless given) is returned at once."""
+        """Log an event; its id is returned at once: unless given, the replay-stable id of
+        the n-th event logged at that step (`ids.replay_id`)."""
         row = spec_of("events").row(
             self.simulation_id, {"step": step, "event_type": event_type, **columns}
         )
-        return self._put_id("events", row, row[_EVENT_ID])
+        return self._put_id("events", row)
 
     def log_events(self, rows: Iterable[Mapping[str, Any]]) -> _Ids:
-        """Events as mappings; a missing `event_id` is generated. Their ids, in order."""
-        built = spec_of("events").rows(self.simulation_id, rows)
-        return self._put_ids("events", built, [r[_EVENT_ID] for r in built])
+        """Events as mappings; a missing `event_id` is made as in `log_event`. Their ids."""
+        return self._put_ids("events", spec_of("events").rows(self.simulation_id, rows))
 
 
 _EVENT_ID = spec_of("events").names.index("event_id")
@@ -255,7 +271,14 @@ class SimulationLogger(
         self.max_pending = max_pending
         self.retry = retry or RetryPolicy()
         self._writer = writer or BulkWriter()
+        self._numbers = Numberer(simulation_id)
+        self._numbering = asyncio.Lock()
         self._buffers: dict[str, list[Row]] = {t: [] for t in SPECS}
+        self._low: dict[str, int] = {}  # the lowest step buffered per table
+        self._newest = -1  # the highest step logged
+        self._published: int | None = None  # the watermark recorded (`resume`)
+        self._failed_low: int | None = None  # the lowest step of a failed batch
+        self._horizon: dict[str, int | None] | None = None  # last stored step per table
         self._born: dict[str, float] = {}
         self._queue: deque[_Batch] = deque()
         self._pending = 0  # rows buffered + queued + being written
@@ -268,7 +291,8 @@ class SimulationLogger(
         self._closed = False
         self.errors: list[IngestError] = []  # every permanent failure, in order
         self._unreported: deque[IngestError] = deque()
-        self.rows_written = 0
+        self.rows_written = 0  # rows this logger stored
+        self.rows_skipped = 0  # rows logged again that were already stored, identical
         self.batches_replayed = 0  # batches found already committed on a retry
         # Rows of failed batches kept for the caller (IngestError.rows), at most this many;
         # beyond it a failure counts its rows instead (IngestError.rows_dropped).
@@ -283,22 +307,16 @@ class SimulationLogger(
 
     # -- producer side ---------------------------------------------------------------
 
-    def _put(self, table: str, rows: list[Row]) -> Awaitable[None]:
-        return self._take(table, rows)
-
-    def _put_id(self, table: str, row: Row, value: uuid.UUID) -> Awaitable[uuid.UUID]:
-        return self._take_returning(table, [row], value)
-
-    def _put_ids(
-        self, table: str, rows: list[Row], values: list[uuid.UUID]
-    ) -> Awaitable[list[uuid.UUID]]:
-        return self._take_returning(table, rows, values)
-
-    async def _take_returning(self, table: str, rows: list[Row], value: T) -> T:
+    async def _put(self, table: str, rows: list[Row]) -> None:
         await self._take(table, rows)
-        return value
 
-    async def _take(self, table: str, rows: list[Row]) -> None:
+    async def _put_id(self, table: str, row: Row) -> uuid.UUID:
+        return (await self._take(table, [row]))[0][_EVENT_ID]  # type: ignore[no-any-return]
+
+    async def _put_ids(self, table: str, rows: list[Row]) -> list[uuid.UUID]:
+        return [r[_EVENT_ID] for r in await self._take(table, rows)]
+
+    async def _take(self, table: str, rows: list[Row]) -> list[Row]:
         """Check every row of one call, then buffer them, `TURN_ROWS` at a time.
 
         All or nothing: a value that cannot be stored raises `ValidationError` (its row
@@ -309,15 +327,19 @@ class SimulationLogger(
         """
         self._check_usable(True)
         ready: list[Row] = []
-        for start in range(0, len(rows), TURN_ROWS):
-            if start and self._queue:
-                await asyncio.sleep(0)
-            part = rows[start : start + TURN_ROWS]
-            ready += validate(table, self.simulation_id, part, start=start)
+        async with self._numbering:  # two tasks logging at once must not share a number
+            numbered = self._numbers.number(table, rows)
+            for start in range(0, len(rows), TURN_ROWS):
+                if start and self._queue:
+                    await asyncio.sleep(0)
+                part = numbered.rows[start : start + TURN_ROWS]
+                ready += validate(table, self.simulation_id, part, start=start)
+            numbered.commit()
         for start in range(0, len(ready), TURN_ROWS):
             if start and self._queue:
                 await asyncio.sleep(0)
             await self._add(table, ready[start : start + TURN_ROWS])
+        return ready
 
     async def _add(self, table: str, rows: list[Row]) -> None:
         """Buffer checked rows, waiting for room."""
@@ -337,6 +359,12 @@ class SimulationLogger(
                 buf.append(rows[i])
             else:
                 buf.extend(rows[i : i + take])
+            at = _STEP_AT.get(table)
+            if at is not None:
+                steps = list(map(itemgetter(at), rows[i : i + take]))
+                low, high = min(steps), max(steps)
+                self._low[table] = min(low, self._low.get(table, low))
+                self._newest = max(self._newest, high)
             self._pending += take
             i += take
             if len(buf) >= size:
@@ -393,7 +421,7 @@ class SimulationLogger(
         self._buffers[table] = []
         self._born.pop(table, None)
         self._sealed += 1
-        batch = _Batch(table, self._sealed, uuid.uuid4(), rows)
+        batch = _Batch(table, self._sealed, uuid.uuid4(), rows, self._low.pop(table, None))
         self._queue.append(batch)
         self._wakeup.set()
 
@@ -470,6 +498,7 @@ class SimulationLogger(
         """
         table = group[0].table
         batches = [CopyBatch(b.batch_id, b.rows, validated=True) for b in group]
+        watermark = self._watermark(group)
         policy = self.retry
         delay, deadline = policy.initial_delay, time.monotonic() + policy.timeout
         attempt = 0
@@ -477,10 +506,19 @@ class SimulationLogger(
             attempt += 1
             left = deadline - time.monotonic()
             budget = max(0.001, min(policy.attempt_timeout, left))
+            skipped_before = self._writer.rows_skipped
             try:
                 async with self.store.connection(timeout=budget) as conn:
+                    if self._horizon is None:
+                        self._horizon = (await stored_steps(conn, self.simulation_id))[1]
                     written = await self._writer.write_many(
-                        conn, table, self.simulation_id, batches, timeout=budget
+                        conn,
+                        table,
+                        self.simulation_id,
+                        batches,
+                        timeout=budget,
+                        check_stored=self._maybe_stored(group),
+                        stored_through=watermark,
                     )
             except Exception as exc:
                 transient = policy.is_transient(exc)
@@ -506,6 +544,11 @@ class SimulationLogger(
                     )
                     self._fail(batch, located or exc)
                 return
+            if watermark is not None:
+                self._published = watermark
+            skipped = self._writer.rows_skipped - skipped_before
+            self.rows_skipped += skipped
+            self.rows_written -= skipped
             for batch, now in zip(group, written, strict=True):
                 if now:
                     self.rows_written += len(batch.rows)
@@ -517,7 +560,30 @@ class SimulationLogger(
                     )  # fmt: skip
             return
 
+    def _maybe_stored(self, group: list[_Batch]) -> bool:
+        """Whether rows of the group may be stored already: their step is not after the
+        last step stored when this logger started (a resumed run logging again)."""
+        last = (self._horizon or {}).get(group[0].table)
+        return last is not None and any(
+            b.low_step is not None and b.low_step <= last for b in group
+        )
+
+    def _watermark(self, group: list[_Batch]) -> int | None:
+        """The resume watermark to record with `group`, if it moves: once the group is
+        committed, every step before the lowest step still pending (buffered, queued after
+        the group, or failed) and before the newest step logged is completely stored."""
+        pending = [b.low_step for b in self._queue if b.number > group[-1].number]
+        lows = [low for low in pending if low is not None] + list(self._low.values())
+        if self._failed_low is not None:
+            lows.append(self._failed_low)
+        watermark = min([*lows, self._newest]) - 1
+        published = -1 if self._published is None else self._published
+        return watermark if watermark > published else None
+
     def _fail(self, batch: _Batch, cause: BaseException) -> None:
+        if batch.low_step is not None:
+            low = self._failed_low
+            self._failed_low = batch.low_step if low is None else min(low, batch.low_step)
         rows: list[object] = []
         dropped = len(batch.rows)
         if self._kept_failed + dropped <= self.keep_failed_rows:
@@ -557,6 +623,7 @@ class SimulationLogger(
             return
         try:
             await self.flush()
+            await self._record_final_watermark()
         finally:
             self._closing = True
             self._wakeup.set()
@@ -566,6 +633,20 @@ class SimulationLogger(
             self._closed = True
         if self._unreported:
             raise self._unreported.popleft()
+
+    async def _record_final_watermark(self) -> None:
+        """Closing marks every step logged as complete (below a failed batch's step)."""
+        low = self._failed_low
+        final = self._newest if low is None else min(self._newest, low - 1)
+        if final <= (-1 if self._published is None else self._published):
+            return
+        try:
+            async with self.store.connection(timeout=self.retry.attempt_timeout) as conn:
+                await record_watermark(conn, self.simulation_id, final)
+        except Exception as exc:  # the rows are stored; a resume would only repeat more
+            log.warning("simulation %s: resume watermark not recorded: %s", self.simulation_id, exc)
+            return
+        self._published = final
 
     async def __aenter__(self) -> SimulationLogger:
         return self
@@ -605,6 +686,7 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
     ) -> None:
         check_options(buffer_size, flush_interval, max_pending)  # before any thread or pool
         self.simulation_id = simulation_id
+        self._numbers = Numberer(simulation_id)
         self.flush_interval = flush_interval
         self._handoff = max(1, min(handoff, buffer_size))
         self._local: dict[str, list[Row]] = {}
@@ -642,26 +724,29 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
         return self._call(fn(self.store))
 
     def _put(self, table: str, rows: list[Row]) -> None:
+        self._put_rows(table, rows)
+
+    def _put_rows(self, table: str, rows: list[Row]) -> list[Row]:
         if self._closed:
             raise SimSchemaError(f"the logger of simulation {self.simulation_id!r} is closed")
+        # Checked now, in the caller's thread: the call is refused whole, naming the row.
+        ready = self._accepted(table, rows)
         if not self._local_rows:
             self._local_born = time.monotonic()
-        # Checked now, in the caller's thread: the call is refused whole, naming the row.
-        self._local.setdefault(table, []).extend(validate(table, self.simulation_id, rows))
+        self._local.setdefault(table, []).extend(ready)
         self._local_rows += len(rows)
         if (
             self._local_rows >= self._handoff
             or time.monotonic() - self._local_born >= self.flush_interval
         ):
             self._hand_over()
+        return ready
 
-    def _put_id(self, table: str, row: Row, value: uuid.UUID) -> uuid.UUID:
-        self._put(table, [row])
-        return value
+    def _put_id(self, table: str, row: Row) -> uuid.UUID:
+        return self._put_rows(table, [row])[0][_EVENT_ID]  # type: ignore[no-any-return]
 
-    def _put_ids(self, table: str, rows: list[Row], values: list[uuid.UUID]) -> list[uuid.UUID]:
-        self._put(table, rows)
-        return values
+    def _put_ids(self, table: str, rows: list[Row]) -> list[uuid.UUID]:
+        return [r[_EVENT_ID] for r in self._put_rows(table, rows)]
 
     def _hand_over(self) -> None:
         if not self._local_rows:

@@ -17,8 +17,8 @@ from .migration import TRACKING_TABLE, SqlMigration
 Catalog = dict[str, dict[str, str]]
 
 # Each query yields (key, description) pairs of one kind of object; the search path is the
-# dumped schema, so names inside definitions come out unqualified for both sides (index
-# and function definitions always name their schema: it is cut out).
+# dumped schema, so names inside definitions come out unqualified for both sides (index,
+# trigger and function definitions always name their schema: it is cut out).
 _QUERIES: dict[str, str] = {
     "relation": """
         SELECT c.relname,
@@ -65,7 +65,8 @@ _QUERIES: dict[str, str] = {
                replace(pg_get_functiondef(p.oid), quote_ident(%(schema)s) || '.', '')
         FROM pg_proc p WHERE p.pronamespace = %(schema)s::regnamespace""",
     "trigger": """
-        SELECT c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
+        SELECT c.relname || '.' || t.tgname,
+               replace(pg_get_triggerdef(t.oid), ' ON ' || quote_ident(%(schema)s) || '.', ' ON ')
         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
         WHERE c.relnamespace = %(schema)s::regnamespace AND NOT t.tgisinternal""",
 }

@@ -199,7 +199,7 @@ def actions(
     end_step: int | None = None,
     action_type: str | None = None,
 ) -> AsyncGenerator[AgentAction, None]:
-    """Actions in (step, action_id) order, filtered by any mix of agent, step(s) and type
+    """Actions in (step, agent, ordinal) order, filtered by any mix of agent, step(s) and type
     (`sql/agent_actions.sql`)."""
     return _records(
         conn, AgentAction, "agent_actions", simulation_id=simulation_id, agent_id=agent_id,

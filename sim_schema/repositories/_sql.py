@@ -17,7 +17,7 @@ from psycopg.rows import class_row
 
 from ..errors import ValidationError
 from ..models import Record
-from ..pgerrors import translate
+from ..pgerrors import missing, translate
 from ..values import param
 
 R = TypeVar("R", bound=Record)
@@ -180,3 +180,62 @@ async def select_rows(
         query += sql.SQL(" LIMIT %s")
         params.append(limit)
     return await fetch_all(conn, model, query, params)
+
+
+def _stored_upsert_sql(model: type[Record]) -> sql.Composed:
+    """An upsert into the table behind a stored view, its ids mapped to keys in the same
+    statement (the simulation row locked FOR KEY SHARE: it cannot be deleted meanwhile).
+    Parameters: the non-id values in field order, then agent_id (if mapped), then
+    simulation_id. It returns one row, or none when the simulation or agent is missing."""
+    storage = model.stored
+    assert storage is not None
+    names = list(model.model_fields)
+    by_agent = storage.column("agent_id") != "agent_id"
+    values = [
+        sql.SQL("s.sim_key")
+        if n == "simulation_id"
+        else sql.SQL("a.agent_key")
+        if n == "agent_id" and by_agent
+        else sql.Placeholder()
+        for n in names
+    ]
+    join = (
+        sql.SQL(" JOIN agents a ON a.simulation_id = s.simulation_id AND a.agent_id = %s")
+        if by_agent
+        else sql.SQL("")
+    )
+    keys = [storage.column(k) for k in model.key]
+    return sql.SQL(
+        "INSERT INTO {table} ({columns}) SELECT {values} FROM simulations s{join}"
+        " WHERE s.simulation_id = %s FOR KEY SHARE OF s {upsert} RETURNING 1"
+    ).format(
+        table=sql.Identifier(storage.table),
+        columns=idents(storage.column(n) for n in names),
+        values=sql.SQL(", ").join(values),
+        join=join,
+        upsert=upsert_clause(keys, [storage.column(n) for n in names]),
+    )
+
+
+_STORED_UPSERTS: dict[type[Record], sql.Composed] = {}
+
+
+async def upsert_stored(conn: Conn, record: Record) -> None:
+    """Write a record of a stored table (`models.Storage`), replacing the row of its key;
+    `NotFound` naming the simulation or agent when either is missing."""
+    model = type(record)
+    query = _STORED_UPSERTS.get(model)
+    if query is None:
+        query = _STORED_UPSERTS[model] = _stored_upsert_sql(model)
+    by_agent = "agent_id" in model.model_fields
+    ids = ["simulation_id", "agent_id"] if by_agent else ["simulation_id"]
+    values = row_values(record, [n for n in model.model_fields if n not in ids])
+    key = row_values(record, ids)
+    with translated():
+        cur = await conn.execute(query, [*values, *key[::-1]])
+        if cur.rowcount:
+            return
+        found = await conn.execute("SELECT 1 FROM simulations WHERE simulation_id = %s", key[:1])
+        if await found.fetchone() is None:
+            raise missing("simulations", "simulation_id", key[0])
+    raise missing("agents", "simulation_id, agent_id", ", ".join(key))

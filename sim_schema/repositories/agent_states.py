@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from ..errors import NotFound
 from ..models import AgentAction, AgentState
-from ._sql import Conn, insert_record, select_rows, upsert_clause
-
-_STATE_KEYS = ("simulation_id", "step", "agent_id")
-_STATE_UPSERT = upsert_clause(_STATE_KEYS, tuple(AgentState.model_fields))
+from ._sql import Conn, insert_record, select_rows, upsert_stored
 
 
 async def save_agent_state(conn: Conn, state: AgentState) -> AgentState:
     """Write the agent's state at a step, replacing a stored one; `NotFound` if no agent."""
-    row = await insert_record(conn, state, AgentState, on_conflict=_STATE_UPSERT)
-    assert row is not None  # an upsert always returns its row
-    return row
+    await upsert_stored(conn, state)
+    return state
 
 
 async def get_agent_state(conn: Conn, simulation_id: str, agent_id: str, step: int) -> AgentState:
@@ -54,8 +50,9 @@ async def list_agent_states(
 
 
 async def record_agent_action(conn: Conn, action: AgentAction) -> AgentAction:
-    """Insert one action; the returned record carries its action_id."""
-    row = await insert_record(conn, action, AgentAction, generated="action_id")
+    """Insert one action; the returned record carries its ordinal (the next one of the
+    agent at that step unless given)."""
+    row = await insert_record(conn, action, AgentAction, generated="ordinal")
     assert row is not None  # a plain INSERT ... RETURNING returns its row
     return row
 
@@ -70,7 +67,7 @@ async def list_agent_actions(
     start_step: int | None = None,
     end_step: int | None = None,
 ) -> list[AgentAction]:
-    """Actions in step order (then action_id), filtered by the arguments given."""
+    """Actions in (step, agent, ordinal) order, filtered by the arguments given."""
     filters = {
         "simulation_id": simulation_id,
         "agent_id": agent_id,
@@ -81,7 +78,7 @@ async def list_agent_actions(
         conn,
         AgentAction,
         filters,
-        order="step, action_id",
+        order="step, agent_id, ordinal",
         start_step=start_step,
         end_step=end_step,
     )

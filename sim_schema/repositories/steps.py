@@ -2,19 +2,17 @@
 experiences, health incidents, interactions (bulk ingest goes through the COPY writer).
 
 Step metrics and resource states have natural keys and are upserts; the other three are
-event logs with server-assigned ids and are plain inserts.
+event logs whose rows are numbered (`ordinal`: the n-th of the agent, or for interactions
+of the step, at that step; the next one unless given) and are plain inserts.
 """
 
 from __future__ import annotations
 
 from ..errors import NotFound
 from ..models import HealthIncident, Interaction, LearningExperience, ResourceState, SimulationStep
-from ._sql import Conn, R, insert_record, select_rows, upsert_clause
+from ._sql import Conn, R, insert_record, select_rows, upsert_clause, upsert_stored
 
 _STEP_UPSERT = upsert_clause(("simulation_id", "step"), tuple(SimulationStep.model_fields))
-_RESOURCE_UPSERT = upsert_clause(
-    ("simulation_id", "step", "resource_id"), tuple(ResourceState.model_fields)
-)
 
 
 def _returned(row: R | None) -> R:
@@ -57,7 +55,8 @@ async def list_step_metrics(
 
 async def save_resource_state(conn: Conn, state: ResourceState) -> ResourceState:
     """Write a resource's state at a step, replacing a stored one."""
-    return _returned(await insert_record(conn, state, ResourceState, on_conflict=_RESOURCE_UPSERT))
+    await upsert_stored(conn, state)
+    return state
 
 
 async def list_resource_states(
@@ -83,9 +82,9 @@ async def list_resource_states(
 async def record_learning_experience(
     conn: Conn, experience: LearningExperience
 ) -> LearningExperience:
-    """Insert one learning experience; the returned record carries its experience_id."""
+    """Insert one learning experience; the returned record carries its ordinal."""
     return _returned(
-        await insert_record(conn, experience, LearningExperience, generated="experience_id")
+        await insert_record(conn, experience, LearningExperience, generated="ordinal")
     )
 
 
@@ -103,15 +102,15 @@ async def list_learning_experiences(
         conn,
         LearningExperience,
         {"simulation_id": simulation_id, "agent_id": agent_id, "module_type": module_type},
-        order="step, experience_id",
+        order="step, agent_id, ordinal",
         start_step=start_step,
         end_step=end_step,
     )
 
 
 async def record_health_incident(conn: Conn, incident: HealthIncident) -> HealthIncident:
-    """Insert one health incident; the returned record carries its incident_id."""
-    return _returned(await insert_record(conn, incident, HealthIncident, generated="incident_id"))
+    """Insert one health incident; the returned record carries its ordinal."""
+    return _returned(await insert_record(conn, incident, HealthIncident, generated="ordinal"))
 
 
 async def list_health_incidents(
@@ -127,16 +126,16 @@ async def list_health_incidents(
         conn,
         HealthIncident,
         {"simulation_id": simulation_id, "agent_id": agent_id},
-        order="step, incident_id",
+        order="step, agent_id, ordinal",
         start_step=start_step,
         end_step=end_step,
     )
 
 
 async def record_interaction(conn: Conn, interaction: Interaction) -> Interaction:
-    """Insert one interaction; the returned record carries its interaction_id."""
+    """Insert one interaction; the returned record carries its ordinal."""
     return _returned(
-        await insert_record(conn, interaction, Interaction, generated="interaction_id")
+        await insert_record(conn, interaction, Interaction, generated="ordinal")
     )
 
 
@@ -161,7 +160,7 @@ async def list_interactions(
         conn,
         Interaction,
         filters,
-        order="step, interaction_id",
+        order="step, ordinal",
         start_step=start_step,
         end_step=end_step,
     )

@@ -100,7 +100,7 @@ async def test_every_column_type_round_trips(sim: psycopg.AsyncConnection[Any]) 
     cur = await sim.execute("SELECT event_id, priority, payload, processed FROM events")
     assert await cur.fetchall() == [(event_id, 0, {}, False)]
     for table in ("agent_actions", "learning_experiences", "health_incidents"):
-        values = {"step": 1, "agent_id": "a1", "details": {"x": 1}}
+        values = {"step": 1, "agent_id": "a1", "ordinal": 0, "details": {"x": 1}}
         values.update(REQUIRED[table])
         assert await copy_rows(sim, table, SIM, [SPECS[table].row(SIM, values)]) == 1
     await copy_rows(sim, "resource_states", SIM, [(SIM, 0, 1, 2.5, None, 1.0)])
@@ -108,7 +108,7 @@ async def test_every_column_type_round_trips(sim: psycopg.AsyncConnection[Any]) 
         sim, "simulation_steps", SIM, [SPECS["simulation_steps"].row(SIM, {"step": 0, "births": 2})]
     )
     await copy_rows(
-        sim, "interactions", SIM, [(SIM, 0, "agent", "a0", "agent", "a1", "attack", None, [])]
+        sim, "interactions", SIM, [(SIM, 0, 0, "agent", "a0", "agent", "a1", "attack", None, [])]
     )
     for table in ("agent_actions", "resource_states", "simulation_steps", "interactions"):
         cur = await sim.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
@@ -259,7 +259,8 @@ async def test_write_many_one_transaction_each_batch_in_the_ledger(
     again = [*first, CopyBatch(ids[2], batch(8))]
     assert await BulkWriter().write_many(sim, "agent_states", SIM, again) == [False, False, True]
     cur = await sim.execute(
-        "SELECT count(*), count(DISTINCT xmin::text), min(step), max(step) FROM agent_states"
+        "SELECT count(*), count(DISTINCT xmin::text), min(step), max(step)"
+        " FROM agent_states_data"
     )
     assert await cur.fetchone() == (12, 2, 0, 11)
     cur = await sim.execute(

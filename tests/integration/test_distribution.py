@@ -20,8 +20,11 @@ import psycopg
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "sql" / "citus" / "distribute.sql"
-DIST_COLUMN = "simulation_id"
-ANCHOR = "simulations"
+# Two co-location groups: the readable tables by simulation_id, the compact bulk tables of
+# migration 0006 (and their rollups) by sim_key; each group has its own anchor.
+GROUPS = {"simulation_id": "agents", "sim_key": "agent_states_data"}
+DIST_TYPES = {"simulation_id": ("text", "C"), "sim_key": ("integer", None)}
+REFERENCE_TABLES = {"experiments", "simulations"}
 LOCAL_TABLES = {"schema_migrations"}
 _CALL = re.compile(
     r"create_(distributed|reference)_table\('(\w+)'(?:,\s*'(\w+)')?"
@@ -44,20 +47,28 @@ def base_tables(conn: psycopg.Connection[Any]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def tables_with_dist_column(conn: psycopg.Connection[Any]) -> set[str]:
+def distribution_columns(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """Each table that is neither a reference nor a local table: its distribution column
+    (simulation_id where it has one, else sim_key)."""
     rows = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+        "SELECT c.relname, array_agg(a.attname::text) FROM pg_class c"
+        " JOIN pg_attribute a ON a.attrelid = c.oid"
         " WHERE c.relnamespace = 'sim'::regnamespace AND c.relkind IN ('r', 'p')"
-        " AND a.attname = %s AND NOT a.attisdropped",
-        (DIST_COLUMN,),
+        " AND a.attname = ANY (%s) AND NOT a.attisdropped GROUP BY 1",
+        (list(GROUPS),),
     ).fetchall()
-    return {r[0] for r in rows}
+    return {
+        table: ("simulation_id" if "simulation_id" in cols else "sim_key")
+        for table, cols in rows
+        if table not in REFERENCE_TABLES | LOCAL_TABLES
+    }
 
 
 def key_problems(conn: psycopg.Connection[Any]) -> list[str]:
-    """Every key of a table with simulation_id that Citus could not enforce per shard."""
+    """Every key of a distributed table that Citus could not enforce per shard."""
     problems: list[str] = []
     reference = {t for kind, t, _, _ in script_calls() if kind == "reference"}
+    dist = distribution_columns(conn)
     rows = conn.execute(
         """
         SELECT c.conrelid::regclass::text, c.conname, c.contype,
@@ -70,60 +81,64 @@ def key_problems(conn: psycopg.Connection[Any]) -> list[str]:
                      ORDER BY k.i)
         FROM pg_constraint c
         WHERE c.connamespace = 'sim'::regnamespace AND c.contype IN ('p', 'u', 'f')
-          AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.conrelid
-                      AND a.attname = %s AND NOT a.attisdropped)
         ORDER BY 1, 2
-        """,
-        (DIST_COLUMN,),
+        """
     ).fetchall()
-    with_column = tables_with_dist_column(conn)
     for table, name, kind, cols, ref_table, ref_cols in rows:
         table = table.removeprefix("sim.")
+        column = dist.get(table)
+        if column is None:
+            continue
         if kind in ("p", "u"):
-            if DIST_COLUMN not in cols:
-                problems.append(f"{table}: {name} ({', '.join(cols)}) lacks {DIST_COLUMN}")
+            if column not in cols:
+                problems.append(f"{table}: {name} ({', '.join(cols)}) lacks {column}")
             continue
         ref_table = ref_table.removeprefix("sim.")
-        if ref_table not in with_column:
+        if ref_table not in dist:
             if ref_table not in reference:
                 problems.append(
-                    f"{table}: foreign key {name} references {ref_table}, which has no"
-                    f" {DIST_COLUMN} and is not a reference table in distribute.sql"
+                    f"{table}: foreign key {name} references {ref_table}, which is neither"
+                    " distributed nor a reference table in distribute.sql"
                 )
             continue
         pairs = dict(zip(cols, ref_cols, strict=True))
-        if pairs.get(DIST_COLUMN) != DIST_COLUMN:
+        if dist[ref_table] != column or pairs.get(column) != column:
             problems.append(
                 f"{table}: foreign key {name} ({', '.join(cols)}) -> {ref_table}"
-                f" ({', '.join(ref_cols)}) does not pair {DIST_COLUMN} with {DIST_COLUMN}"
+                f" ({', '.join(ref_cols)}) does not pair {column} with {column}"
             )
     rows = conn.execute(
         """
-        SELECT t.relname, i.relname
+        SELECT t.relname, i.relname,
+               ARRAY(SELECT a.attname::text FROM pg_attribute a
+                     WHERE a.attrelid = t.oid AND a.attnum = ANY (x.indkey))
         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
         JOIN pg_class t ON t.oid = x.indrelid
         WHERE t.relnamespace = 'sim'::regnamespace AND x.indisunique
           AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = x.indexrelid)
-          AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = t.oid
-                      AND a.attname = %(col)s AND NOT a.attisdropped)
-          AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = t.oid
-                          AND a.attname = %(col)s AND a.attnum = ANY (x.indkey))
         ORDER BY 1, 2
-        """,
-        {"col": DIST_COLUMN},
+        """
     ).fetchall()
-    problems += [f"{t}: unique index {i} lacks {DIST_COLUMN}" for t, i in rows]
+    problems += [
+        f"{t}: unique index {i} lacks {dist[t]}"
+        for t, i, cols in rows
+        if t in dist and dist[t] not in cols
+    ]
     return problems
 
 
-def test_every_key_includes_simulation_id(conn: psycopg.Connection[Any]) -> None:
+def test_every_key_includes_the_distribution_column(conn: psycopg.Connection[Any]) -> None:
     problems = key_problems(conn)
-    assert not problems, "not distributable by simulation_id:\n" + "\n".join(problems)
+    assert not problems, "not distributable:\n" + "\n".join(problems)
 
 
-def test_key_check_names_a_key_without_simulation_id(conn: psycopg.Connection[Any]) -> None:
+def test_key_check_names_a_key_without_the_distribution_column(
+    conn: psycopg.Connection[Any],
+) -> None:
     conn.execute("ALTER TABLE agents ADD CONSTRAINT agents_name_key UNIQUE (name)")
-    conn.execute("CREATE UNIQUE INDEX agent_actions_bad ON agent_actions (action_id)")
+    conn.execute(
+        "CREATE UNIQUE INDEX agent_actions_bad ON agent_actions_data (agent_key, step, ordinal)"
+    )
     conn.execute(
         "CREATE TABLE bad_links (simulation_id text COLLATE \"C\" NOT NULL,"
         " other_sim text COLLATE \"C\", agent_id text COLLATE \"C\","
@@ -133,7 +148,7 @@ def test_key_check_names_a_key_without_simulation_id(conn: psycopg.Connection[An
         "agents: agents_name_key (name) lacks simulation_id",
         "bad_links: foreign key bad_links_other_sim_agent_id_fkey (other_sim, agent_id)"
         " -> agents (simulation_id, agent_id) does not pair simulation_id with simulation_id",
-        "agent_actions: unique index agent_actions_bad lacks simulation_id",
+        "agent_actions_data: unique index agent_actions_bad lacks sim_key",
     ]
 
 
@@ -143,25 +158,31 @@ def test_script_names_every_table(conn: psycopg.Connection[Any]) -> None:
     assert len(named) == len(set(named)), f"a table is named twice: {named}"
     existing = base_tables(conn)
     assert not set(named) - existing, f"distribute.sql names missing tables {set(named) - existing}"
-    distributed = {t for kind, t, _, _ in calls if kind == "distributed"}
-    expected = tables_with_dist_column(conn)
+    expected = distribution_columns(conn)
+    distributed = {t: c for kind, t, c, _ in calls if kind == "distributed"}
     assert distributed == expected, (
-        f"tables with {DIST_COLUMN} missing from distribute.sql: {sorted(expected - distributed)};"
-        f" distributed without it: {sorted(distributed - expected)}"
+        f"distribute.sql: {sorted(distributed.items())}, expected {sorted(expected.items())}"
     )
+    assert {t for kind, t, _, _ in calls if kind == "reference"} == REFERENCE_TABLES
     unplaced = existing - set(named) - LOCAL_TABLES
     assert not unplaced, f"tables neither distributed, reference nor local: {sorted(unplaced)}"
     assert not LOCAL_TABLES & set(named), "schema_migrations must stay local to the coordinator"
     for kind, table, column, colocate in calls:
         if kind == "distributed":
-            assert column == DIST_COLUMN, f"{table} distributed by {column}"
-            assert colocate == ("none" if table == ANCHOR else ANCHOR), (
+            assert column is not None
+            anchor = GROUPS[column]
+            assert colocate == ("none" if table == anchor else anchor), (
                 f"{table}: colocate_with {colocate!r}"
             )
 
 
 def test_script_distributes_referenced_tables_first(conn: psycopg.Connection[Any]) -> None:
     position = {t: i for i, (_, t, _, _) in enumerate(script_calls())}
+    anchors = [position[a] for a in GROUPS.values()]
+    for column, anchor in GROUPS.items():
+        group = [t for _, t, c, _ in script_calls() if c == column]
+        assert group[0] == anchor, f"{anchor} must come first in its group, not {group[0]}"
+    assert all(position[r] < min(anchors) for r in REFERENCE_TABLES)
     rows = conn.execute(
         "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint"
         " WHERE contype = 'f' AND connamespace = 'sim'::regnamespace AND conrelid <> confrelid"
@@ -174,7 +195,9 @@ def test_script_distributes_referenced_tables_first(conn: psycopg.Connection[Any
     assert not late, "distribute.sql order: " + "; ".join(late)
 
 
-def test_identity_columns_are_bigint(conn: psycopg.Connection[Any]) -> None:
+def test_identity_columns_of_distributed_tables_are_bigint(
+    conn: psycopg.Connection[Any],
+) -> None:
     """Citus supports identity columns on distributed tables only as bigint."""
     rows = conn.execute(
         "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)"
@@ -184,25 +207,26 @@ def test_identity_columns_are_bigint(conn: psycopg.Connection[Any]) -> None:
         "      AND d.adnum = a.attnum AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%'))"
         " AND a.atttypid <> 'bigint'::regtype"
     ).fetchall()
-    assert not rows, f"identity/serial columns that are not bigint: {rows}"
-    identities = conn.execute(
-        "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " WHERE c.relnamespace = 'sim'::regnamespace AND a.attidentity <> ''"
-    ).fetchone()
-    assert identities is not None and identities[0] > 0  # the query does see them
+    outside_reference = [r for r in rows if r[0] not in REFERENCE_TABLES]
+    assert not outside_reference, f"identity/serial columns that are not bigint: {rows}"
+    assert ("simulations", "sim_key", "integer") in rows  # the query does see identities
 
 
 def test_distribution_columns_share_type_and_collation(conn: psycopg.Connection[Any]) -> None:
     """A co-location group has one distribution column type and collation."""
+    dist = distribution_columns(conn)
     rows = conn.execute(
-        "SELECT DISTINCT format_type(a.atttypid, a.atttypmod), co.collname, a.attnotnull"
-        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), co.collname,"
+        " a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0"
         " WHERE c.relnamespace = 'sim'::regnamespace AND c.relkind IN ('r', 'p')"
-        " AND a.attname = %s",
-        (DIST_COLUMN,),
+        " AND a.attname = ANY (%s)",
+        (list(GROUPS),),
     ).fetchall()
-    assert rows == [("text", "C", True)], f"{DIST_COLUMN} columns differ: {rows}"
+    found = {(column, kind, coll, notnull) for table, column, kind, coll, notnull in rows
+             if dist.get(table) == column}
+    expected = {(c, *DIST_TYPES[c], True) for c in GROUPS}
+    assert found == expected, f"distribution columns differ: {sorted(found)}"
 
 
 _STAND_INS = """

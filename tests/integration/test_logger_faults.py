@@ -78,6 +78,7 @@ class LosesFirstAcknowledgements(BulkWriter):
     """Commits, then fails as if the connection dropped before the COMMIT reply arrived."""
 
     def __init__(self, losses: int) -> None:
+        super().__init__()
         self.losses = losses
         self.lost_batches = 0  # batches whose commit was acknowledged to nobody
 
@@ -87,10 +88,9 @@ class LosesFirstAcknowledgements(BulkWriter):
         table: str,
         simulation_id: str,
         batches: Sequence[CopyBatch],
-        *,
-        timeout: float | None = None,
+        **options: Any,
     ) -> list[bool]:
-        written = await super().write_many(conn, table, simulation_id, batches, timeout=timeout)
+        written = await super().write_many(conn, table, simulation_id, batches, **options)
         if any(written) and self.losses:
             self.losses -= 1
             self.lost_batches += sum(written)

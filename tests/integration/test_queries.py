@@ -61,7 +61,7 @@ async def test_actions_by_scope(seed: Seed, aconn: Any) -> None:
     agent = _agent(seed)
     by_agent = [a async for a in q.actions(aconn, SIM, agent_id=agent)]
     assert len(by_agent) == sum(1 for r in rows if r["agent_id"] == agent)
-    assert all(isinstance(a, AgentAction) and a.action_id is not None for a in by_agent)
+    assert all(isinstance(a, AgentAction) and a.ordinal == 0 for a in by_agent)
     assert [(a.step, a.action_type, a.resources_before, a.resources_after, a.reward)
             for a in by_agent] == [
         (r["step"], r["action_type"], r["resources_before"], r["resources_after"], r["reward"])
@@ -237,20 +237,20 @@ def test_history_and_snapshot_plans_use_indexes(conn: psycopg.Connection[Any]) -
         "SELECT * FROM agent_states WHERE simulation_id = %s AND agent_id = %s ORDER BY step",
         ["bulk3", "a17"],
     )
-    assert "agent_states_by_agent_idx" in history, history
+    assert "agent_states_data_by_agent_idx" in history, history
     assert "Seq Scan" not in history, history
     snapshot = _plan(
         conn,
         "SELECT * FROM agent_states WHERE simulation_id = %s AND step = %s ORDER BY agent_id",
         ["bulk3", 50],
     )
-    assert "agent_states_pkey" in snapshot, snapshot
-    assert "Seq Scan" not in snapshot, snapshot
+    assert "agent_states_data_pkey" in snapshot, snapshot
+    assert "Seq Scan on agent_states_data" not in snapshot, snapshot
     population = _plan(
         conn, "SELECT * FROM population_by_step WHERE simulation_id = %s AND step = %s",
         ["bulk3", 50],
     )
-    assert "Seq Scan on agent_states" not in population, population
+    assert "agent_states_data" not in population, population  # read from the rollup
 
 
 async def test_streams_can_stop_early_and_leave_the_connection_usable(

@@ -50,7 +50,8 @@ async def test_register_agent_round_trip(aconn: Conn, sim: str) -> None:
     )
     agent = await repo.register_agent(aconn, given)
     assert isinstance(agent, Agent)
-    assert agent.model_dump(exclude={"created_at"}) == given.model_dump()
+    assert agent.model_dump(exclude={"created_at", "agent_key"}) == given.model_dump()
+    assert agent.agent_key == 0  # the simulation's first agent
     assert await repo.get_agent(aconn, sim, "a1") == agent
 
 
@@ -198,16 +199,19 @@ async def test_agent_actions(aconn: Conn, sim: str) -> None:
         details={"damage": 7, "crit": False, "note": "☃"},
     )
     written = await repo.record_agent_action(aconn, action)
-    assert written.action_id is not None
-    assert written.model_dump(exclude={"action_id"}) == action.model_dump(exclude={"action_id"})
+    assert written == action.model_copy(update={"ordinal": 0})  # the agent's first at the step
     second = await repo.record_agent_action(
         aconn, AgentAction(simulation_id=sim, step=5, agent_id="a2", action_type="move")
     )
-    assert second.action_id != written.action_id
+    assert second.ordinal == 0
+    again = await repo.record_agent_action(
+        aconn, AgentAction(simulation_id=sim, step=5, agent_id="a2", action_type="eat")
+    )
+    assert again.ordinal == 1  # the next of the same agent at the same step
     assert await repo.list_agent_actions(aconn, sim, agent_id="a1") == [written]
     assert await repo.list_agent_actions(aconn, sim, action_type="move") == [second]
-    assert await repo.list_agent_actions(aconn, sim, start_step=3) == [second]
-    assert len(await repo.list_agent_actions(aconn, sim)) == 2
+    assert await repo.list_agent_actions(aconn, sim, start_step=3) == [second, again]
+    assert len(await repo.list_agent_actions(aconn, sim)) == 3
     with pytest.raises(ValidationError) as info:
         await repo.record_agent_action(
             aconn, AgentAction(simulation_id=sim, step=-1, agent_id="a1", action_type="x")

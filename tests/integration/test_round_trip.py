@@ -73,7 +73,7 @@ def distinct_row(table: str, seed: int) -> dict[str, Any]:
             value = uuid.UUID(int=1000 + n) if table == "events" else EVENT
         elif column.name == "death_step":
             value = n + 10_000  # after the birth step
-        elif kind in ("int4", "int8"):
+        elif kind in ("int2", "int4", "int8"):
             value = n
         elif kind == "float8":
             value = n + 0.25

@@ -1,8 +1,10 @@
-"""docs/schema.md describes exactly the base tables of a migrated database.
+"""docs/schema.md describes exactly the tables of a migrated database.
 
 Each `### name` section under `## Tables` holds a markdown table `column | type | meaning`;
-its columns must match the catalog's columns of that table, in order, with the types
-`format_type` prints. Views are not compared (they are documented in docs/analytics.md).
+its columns must match what a reader sees: the base tables and the views over the stored
+tables (`models.Storage`), in order, with the types `format_type` prints. The sections
+under `## Storage` must match the stored tables and the rollups the same way. The analyst
+views are not compared (they are documented in docs/analytics.md).
 """
 
 from __future__ import annotations
@@ -14,27 +16,32 @@ from typing import Any
 import psycopg
 import pytest
 
+from sim_schema.catalog import TABLES
+
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 _ROW = re.compile(r"^\|(.*)\|\s*$")
 
 Columns = list[tuple[str, str]]
 
 
-def parse_schema_doc(text: str) -> dict[str, Columns]:
-    """Table name -> documented (column, type) pairs, from the `## Tables` section."""
+def parse_schema_doc(text: str, section: str = "Tables") -> dict[str, Columns]:
+    """Table name -> documented (column, type) pairs, from one `## ` section."""
     tables: dict[str, Columns] = {}
     in_tables = False
     current: str | None = None
     in_grid = False
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.startswith("## "):
-            in_tables = line.strip() == "## Tables"
+            in_tables = line.strip() == f"## {section}"
             current = None
             continue
         if not in_tables:
             continue
         if line.startswith("### "):
             current = line[4:].strip().strip("`")
+            if " " in current:  # a prose subsection, not a table
+                current = None
+                continue
             if current in tables:
                 raise AssertionError(f"schema.md:{lineno}: table {current} documented twice")
             tables[current] = []
@@ -59,22 +66,44 @@ def parse_schema_doc(text: str) -> dict[str, Columns]:
     return tables
 
 
-def catalog_tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, Columns]:
+def relations(conn: psycopg.Connection[Any], schema: str, kind: str) -> dict[str, Columns]:
     rows = conn.execute(
         """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
+        WHERE n.nspname = %s AND c.relkind = %s
         ORDER BY c.relname, a.attnum
         """,
-        (schema,),
+        (schema, kind),
     ).fetchall()
     tables: dict[str, Columns] = {}
     for table, column, type_ in rows:
         tables.setdefault(table, []).append((column, type_))
     return tables
+
+
+STORED = {t.stored.table: t.name for t in TABLES.values() if t.stored}
+ROLLUPS = {"population_rollup", "action_rollup"}
+
+
+def catalog_tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, Columns]:
+    """What a reader sees as tables: the base tables, the stored ones as their views."""
+    tables = relations(conn, schema, "r")
+    views = relations(conn, schema, "v")
+    for stored, view in STORED.items():
+        if stored in tables:
+            del tables[stored]
+            tables[view] = views[view]
+    for name in ROLLUPS:
+        tables.pop(name, None)
+    return tables
+
+
+def storage_tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, Columns]:
+    tables = relations(conn, schema, "r")
+    return {n: c for n, c in tables.items() if n in STORED or n in ROLLUPS}
 
 
 def column_differences(table: str, documented: Columns, actual: Columns) -> list[str]:
@@ -124,6 +153,14 @@ def test_schema_doc_matches_catalog(conn: psycopg.Connection[Any]) -> None:
     assert actual, "the migrated database has no tables in schema sim"
     problems = schema_doc_differences(documented, actual)
     assert not problems, "docs/schema.md is out of date:\n" + "\n".join(problems)
+
+
+def test_schema_doc_storage_section_matches_the_stored_tables(
+    conn: psycopg.Connection[Any],
+) -> None:
+    documented = parse_schema_doc(SCHEMA_DOC.read_text(), "Storage")
+    problems = schema_doc_differences(documented, storage_tables(conn, "sim"))
+    assert not problems, "docs/schema.md (Storage) is out of date:\n" + "\n".join(problems)
 
 
 def test_undocumented_column_and_table_are_reported(conn: psycopg.Connection[Any]) -> None:

@@ -63,6 +63,7 @@ def test_fast_and_exhaustive_paths_give_the_same_verdict(column: Column, good: l
 def _valid_example(column: Column) -> Any:
     return {
         "text": "x",
+        "int2": 1,
         "int4": 1,
         "int8": 1,
         "float8": 1.0,
