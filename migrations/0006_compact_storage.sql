@@ -228,15 +228,18 @@ FROM interactions;
 -- 4. Rollups, kept current by statement triggers -------------------------------------------
 -- Per simulation, step and agent type: what the population views need, so "population by
 -- type over time" reads one row per step and type instead of every agent state.
+-- Sums are numeric: adding and taking away (an update, a type change) is exact, and a sum
+-- of valid float8 values cannot overflow and refuse the batch (each value is taken to 15
+-- significant digits, float8's guaranteed precision). `rollup_float` reads them back.
 CREATE TABLE population_rollup (
     sim_key      integer NOT NULL REFERENCES simulations (sim_key) ON DELETE CASCADE,
     step         integer NOT NULL,
     agent_type   text NOT NULL,
     agents       integer NOT NULL,
     health_n     integer NOT NULL,
-    health_sum   double precision,
+    health_sum   numeric,
     resource_n   integer NOT NULL,
-    resource_sum double precision,
+    resource_sum numeric,
     PRIMARY KEY (sim_key, step, agent_type)
 );
 
@@ -248,11 +251,20 @@ CREATE TABLE action_rollup (
     action_type text NOT NULL,
     actions     integer NOT NULL,
     reward_n    integer NOT NULL,
-    reward_sum  double precision,
+    reward_sum  numeric,
     change_n    integer NOT NULL,
-    change_sum  double precision,
+    change_sum  numeric,
     PRIMARY KEY (sim_key, agent_key, action_type)
 );
+
+-- A rollup sum as float8; beyond float8's range it is +-Infinity, as float8 arithmetic gives.
+CREATE FUNCTION rollup_float(value numeric) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN value = 'NaN' THEN 'NaN'::double precision  -- NaN sorts above all
+                WHEN value > 1.7976931348623157e308 THEN 'Infinity'::double precision
+                WHEN value < -1.7976931348623157e308 THEN '-Infinity'::double precision
+                ELSE value::double precision END
+$$;
 
 -- `sign` 1 adds rows to the population rollup, -1 takes them away.
 CREATE FUNCTION population_add(sim_keys integer[], steps integer[], agent_keys integer[],
@@ -261,7 +273,8 @@ CREATE FUNCTION population_add(sim_keys integer[], steps integer[], agent_keys i
     INSERT INTO population_rollup AS p (sim_key, step, agent_type, agents, health_n,
         health_sum, resource_n, resource_sum)
     SELECT r.sim_key, r.step, a.agent_type, sign * count(*), sign * count(r.health),
-           sign * sum(r.health), sign * count(r.resource), sign * sum(r.resource)
+           sign * sum(r.health::numeric), sign * count(r.resource),
+           sign * sum(r.resource::numeric)
     FROM unnest(sim_keys, steps, agent_keys, healths, resources)
          AS r(sim_key, step, agent_key, health, resource)
     JOIN simulations s ON s.sim_key = r.sim_key
@@ -300,12 +313,12 @@ CREATE TRIGGER agent_states_data_rollup_update AFTER UPDATE ON agent_states_data
     FOR EACH STATEMENT EXECUTE FUNCTION agent_states_rollup();
 
 CREATE FUNCTION action_add(sim_keys integer[], agent_keys integer[], types text[],
-                           rewards double precision[], changes double precision[],
+                           rewards double precision[], changes numeric[],
                            sign integer) RETURNS void LANGUAGE sql AS $$
     INSERT INTO action_rollup AS r (sim_key, agent_key, action_type, actions, reward_n,
         reward_sum, change_n, change_sum)
     SELECT x.sim_key, x.agent_key, x.action_type, sign * count(*), sign * count(x.reward),
-           sign * sum(x.reward), sign * count(x.change), sign * sum(x.change)
+           sign * sum(x.reward::numeric), sign * count(x.change), sign * sum(x.change)
     FROM unnest(sim_keys, agent_keys, types, rewards, changes)
          AS x(sim_key, agent_key, action_type, reward, change)
     GROUP BY x.sim_key, x.agent_key, x.action_type
@@ -323,11 +336,13 @@ CREATE FUNCTION agent_actions_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         PERFORM action_add(array_agg(sim_key), array_agg(agent_key), array_agg(action_type),
-                           array_agg(reward), array_agg(resources_after - resources_before), -1)
+                           array_agg(reward),
+                           array_agg(resources_after::numeric - resources_before::numeric), -1)
         FROM old_rows;
     END IF;
     PERFORM action_add(array_agg(sim_key), array_agg(agent_key), array_agg(action_type),
-                       array_agg(reward), array_agg(resources_after - resources_before), 1)
+                       array_agg(reward),
+                       array_agg(resources_after::numeric - resources_before::numeric), 1)
     FROM new_rows;
     RETURN NULL;
 END
@@ -358,15 +373,15 @@ BEGIN
             resource_n = p.resource_n - c.resource_n,
             resource_sum = p.resource_sum - coalesce(c.resource_sum, 0)
         FROM (SELECT step, count(*) AS agents, count(health) AS health_n,
-                     sum(health) AS health_sum, count(resource_level) AS resource_n,
-                     sum(resource_level) AS resource_sum
+                     sum(health::numeric) AS health_sum, count(resource_level) AS resource_n,
+                     sum(resource_level::numeric) AS resource_sum
               FROM agent_states_data
               WHERE sim_key = moved.sim_key AND agent_key = moved.agent_key GROUP BY step) c
         WHERE p.sim_key = moved.sim_key AND p.step = c.step AND p.agent_type = moved.old_type;
         INSERT INTO population_rollup AS p (sim_key, step, agent_type, agents, health_n,
             health_sum, resource_n, resource_sum)
-        SELECT moved.sim_key, step, moved.new_type, count(*), count(health), sum(health),
-               count(resource_level), sum(resource_level)
+        SELECT moved.sim_key, step, moved.new_type, count(*), count(health),
+               sum(health::numeric), count(resource_level), sum(resource_level::numeric)
         FROM agent_states_data
         WHERE sim_key = moved.sim_key AND agent_key = moved.agent_key GROUP BY step
         ON CONFLICT (sim_key, step, agent_type) DO UPDATE SET
@@ -401,7 +416,8 @@ BEGIN
                            array_agg(health), array_agg(resource_level), 1)
     FROM agent_states_data WHERE sim_key = key_sim;
     PERFORM action_add(array_agg(sim_key), array_agg(agent_key), array_agg(action_type),
-                       array_agg(reward), array_agg(resources_after - resources_before), 1)
+                       array_agg(reward),
+                       array_agg(resources_after::numeric - resources_before::numeric), 1)
     FROM agent_actions_data WHERE sim_key = key_sim;
 END
 $$;
@@ -640,8 +656,8 @@ SELECT s.simulation_id,
        p.step,
        p.agent_type,
        p.agents::bigint                                AS agents,
-       p.health_sum / nullif(p.health_n, 0)            AS average_health,
-       p.resource_sum                                  AS total_resource_level
+       rollup_float(p.health_sum / nullif(p.health_n, 0)) AS average_health,
+       rollup_float(p.resource_sum)                    AS total_resource_level
 FROM population_rollup p
 JOIN simulations s ON s.sim_key = p.sim_key
 WHERE p.agents > 0;
@@ -657,9 +673,9 @@ SELECT s.simulation_id,
        r.action_type,
        sum(r.actions)::bigint                                AS actions,
        count(*) FILTER (WHERE r.actions > 0)                 AS agents,
-       sum(r.reward_sum) / nullif(sum(r.reward_n), 0)        AS mean_reward,
-       CASE WHEN sum(r.reward_n) > 0 THEN sum(r.reward_sum) END AS total_reward,
-       sum(r.change_sum) / nullif(sum(r.change_n), 0)        AS mean_resource_change
+       rollup_float(sum(r.reward_sum) / nullif(sum(r.reward_n), 0)) AS mean_reward,
+       rollup_float(CASE WHEN sum(r.reward_n) > 0 THEN sum(r.reward_sum) END) AS total_reward,
+       rollup_float(sum(r.change_sum) / nullif(sum(r.change_n), 0)) AS mean_resource_change
 FROM action_rollup r
 JOIN simulations s ON s.sim_key = r.sim_key
 GROUP BY s.simulation_id, r.action_type

@@ -22,6 +22,7 @@ from .errors import (
     MigrationFailed,
     NotFound,
     PartialMigrationFailed,
+    ReplayConflict,
     SimSchemaError,
     UntrackedSchema,
     ValidationError,
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .ingest.experiment import ExperimentManager, SimulationContext
 from .ingest.logger import RetryPolicy, SimulationLogger, SyncSimulationLogger
+from .ingest.resume import discard_steps_from, resume_step
 from .ingest.writer import BulkWriter, CopyBatch, copy_rows
 from .migrations.migration import Migration, SqlMigration, host_migrations, load_migrations
 from .migrations.runner import MigrationRunner, migrate, migrate_async
@@ -57,6 +59,7 @@ __all__ = [
     "MigrationRunner",
     "NotFound",
     "PartialMigrationFailed",
+    "ReplayConflict",
     "RetryPolicy",
     "Settings",
     "SimSchemaError",
@@ -72,6 +75,7 @@ __all__ = [
     "catalog",
     "connect",
     "copy_rows",
+    "discard_steps_from",
     "export",
     "export_async",
     "export_decisions",
@@ -83,6 +87,7 @@ __all__ = [
     "models",
     "queries",
     "repositories",
+    "resume_step",
     "sqllib",
 ]
 __version__ = "0.1.0"

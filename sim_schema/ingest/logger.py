@@ -39,7 +39,7 @@ from typing import Any, Generic, TypeVar
 import psycopg
 
 from ..catalog import AGENT_DEPENDENT, SPECS, Row, spec_of
-from ..errors import ConfigurationError, IngestError, SimSchemaError
+from ..errors import ConfigurationError, IngestError, NotFound, SimSchemaError, ValidationError
 from ..pgerrors import is_transient, locate_row
 from ..settings import Settings
 from ..store import Store
@@ -51,6 +51,7 @@ from .writer import BulkWriter, CopyBatch, record_watermark
 log = logging.getLogger(__name__)
 
 TURN_ROWS = 100  # rows the producer checks and buffers between two turns for the writer
+TURN_INTERVAL = 0.002  # seconds of log calls that never wait before the writer gets a turn
 DEFAULT_FLUSH_INTERVAL = 1.0  # seconds: about what a kill -9 loses (docs/ingest.md)
 
 T = TypeVar("T")
@@ -299,6 +300,7 @@ class SimulationLogger(
         self.keep_failed_rows = max_pending if keep_failed_rows is None else keep_failed_rows
         self._kept_failed = 0
         self.blocked = False  # a log_* call is waiting for room (back-pressure)
+        self._next_turn = 0.0  # when the writer gets its next turn (`_give_turn`)
 
     @property
     def pending(self) -> int:
@@ -330,16 +332,26 @@ class SimulationLogger(
         async with self._numbering:  # two tasks logging at once must not share a number
             numbered = self._numbers.number(table, rows)
             for start in range(0, len(rows), TURN_ROWS):
-                if start and self._queue:
-                    await asyncio.sleep(0)
+                await self._give_turn()
                 part = numbered.rows[start : start + TURN_ROWS]
                 ready += validate(table, self.simulation_id, part, start=start)
             numbered.commit()
         for start in range(0, len(ready), TURN_ROWS):
-            if start and self._queue:
-                await asyncio.sleep(0)
+            if start:
+                await self._give_turn()
             await self._add(table, ready[start : start + TURN_ROWS])
         return ready
+
+    async def _give_turn(self) -> None:
+        """Let the writer run now and then. Log calls that never wait (a model computing in
+        the event loop between them) would otherwise hold it off until back-pressure:
+        nothing would be written, sealed by age or committed until `max_pending` rows
+        are held, and a crash would lose them all."""
+        if self._pending:
+            now = time.monotonic()
+            if now >= self._next_turn:
+                self._next_turn = now + TURN_INTERVAL
+                await asyncio.sleep(0)
 
     async def _add(self, table: str, rows: list[Row]) -> None:
         """Buffer checked rows, waiting for room."""
@@ -510,7 +522,7 @@ class SimulationLogger(
             try:
                 async with self.store.connection(timeout=budget) as conn:
                     if self._horizon is None:
-                        self._horizon = (await stored_steps(conn, self.simulation_id))[1]
+                        self._horizon = await self._stored_steps(conn, table)
                     written = await self._writer.write_many(
                         conn,
                         table,
@@ -559,6 +571,16 @@ class SimulationLogger(
                         self.simulation_id, table, batch.number,
                     )  # fmt: skip
             return
+
+    async def _stored_steps(
+        self, conn: psycopg.AsyncConnection[Any], table: str
+    ) -> dict[str, int | None]:
+        """The last step stored per table; an unknown simulation is refused as the first
+        row's `simulation_id`, as an unknown agent is refused as its row's `agent_id`."""
+        try:
+            return (await stored_steps(conn, self.simulation_id))[1]
+        except NotFound as exc:
+            raise ValidationError(table, 0, "simulation_id", f"{exc} (create it first)") from exc
 
     def _maybe_stored(self, group: list[_Batch]) -> bool:
         """Whether rows of the group may be stored already: their step is not after the

@@ -22,16 +22,19 @@ from ..store import Store
 _STEPPED = tuple(name for name, spec in SPECS.items() if "step" in spec.names)
 
 
+def _by(name: str) -> sql.Identifier:
+    """The column that names the simulation in a stepped table's stored rows."""
+    return sql.Identifier("sim_key" if SPECS[name].storage is not None else "simulation_id")
+
+
 @cache
 def _stored_steps_sql() -> sql.Composed:
     """One row: the simulation's watermark, then its last stored step per stepped table."""
     parts = []
     for name in _STEPPED:
-        spec = SPECS[name]
-        by = "sim_key" if spec.storage is not None else "simulation_id"
         parts.append(
             sql.SQL("(SELECT max(step) FROM {} WHERE {} = s.{})").format(
-                sql.Identifier(spec.target), sql.Identifier(by), sql.Identifier(by)
+                sql.Identifier(SPECS[name].target), _by(name), _by(name)
             )
         )
     return sql.SQL(
@@ -64,3 +67,36 @@ async def resume_step(store: Store, simulation_id: str) -> int | None:
     if all(step is None for step in last.values()):
         return None
     return 0 if watermark is None else watermark + 1
+
+
+async def discard_steps_from(store: Store, simulation_id: str, step: int) -> dict[str, int]:
+    """Delete the simulation's rows of `step` and later from every per-step table, in one
+    transaction: for a model that resumes from its own checkpoint at `step` and would log
+    different rows for steps already stored. The rollups are rebuilt and the watermark
+    lowered. Rows deleted per table; `NotFound` if no such simulation. Run it while no
+    logger of the simulation is writing (it waits for a batch being written).
+    """
+    if step < 0:
+        raise ValueError(f"discard_steps_from: step must be >= 0, got {step}")
+    deleted: dict[str, int] = {}
+    async with store.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "UPDATE simulations SET stored_through_step = least(stored_through_step, %s)"
+            " WHERE simulation_id = %s RETURNING sim_key",
+            (step - 1, simulation_id),
+        )
+        found = await cur.fetchone()
+        if found is None:
+            raise NotFound(f"simulation {simulation_id!r} does not exist")
+        sim_key = found[0]
+        for name in _STEPPED:
+            key = sim_key if SPECS[name].storage is not None else simulation_id
+            cur = await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE {} = %s AND step >= %s").format(
+                    sql.Identifier(SPECS[name].target), _by(name)
+                ),
+                (key, step),
+            )
+            deleted[name] = cur.rowcount
+        await conn.execute("SELECT rebuild_rollups(%s)", (simulation_id,))
+    return deleted

@@ -124,10 +124,13 @@ async def test_backend_killed_mid_copy_logger_retries_exact_rows(dsn: str, aconn
         """
         CREATE FUNCTION fault_slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF NEW.agent_id = 'slow' AND NEW.step = 500 THEN PERFORM pg_sleep(0.5); END IF;
+            IF NEW.step = 500 AND NEW.agent_key = (SELECT agent_key FROM agents
+                                                   WHERE agent_id = 'slow') THEN
+                PERFORM pg_sleep(0.5);
+            END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER fault_slow BEFORE INSERT ON agent_states
+        CREATE TRIGGER fault_slow BEFORE INSERT ON agent_states_data
             FOR EACH ROW EXECUTE FUNCTION fault_slow_row();
         """
     )
