@@ -142,9 +142,11 @@ def archive_simulation(
     fmt: str = "csv",
     progress: bool | None = None,
     schema: str = DEFAULT_SCHEMA,
+    overwrite: bool = False,
 ) -> ArchiveResult:
-    """Export every table of the simulation, verify the files, then delete it."""
-    work = _archive(schema, simulation_id, Path(out_dir), fmt, progress)
+    """Export every table of the simulation, verify the files, then delete it. An output
+    directory that already holds files is refused unless `overwrite`."""
+    work = _archive(schema, simulation_id, Path(out_dir), fmt, progress, overwrite)
     return cast(ArchiveResult, ops.run_borrowed(conn, work, what=_WHAT))
 
 
@@ -156,8 +158,9 @@ async def archive_simulation_async(
     fmt: str = "csv",
     progress: bool | None = None,
     schema: str = DEFAULT_SCHEMA,
+    overwrite: bool = False,
 ) -> ArchiveResult:
-    work = _archive(schema, simulation_id, Path(out_dir), fmt, progress)
+    work = _archive(schema, simulation_id, Path(out_dir), fmt, progress, overwrite)
     return cast(ArchiveResult, await ops.run_borrowed_async(conn, work, what=_WHAT))
 
 
@@ -190,15 +193,25 @@ async def delete_archived_async(
     return cast(ArchiveResult, await ops.run_borrowed_async(conn, work, what=_WHAT))
 
 
-def grant_read_only(conn: psycopg.Connection[Any], role: str, schema: str) -> None:
-    """Give an existing role SELECT on the schema's tables and views, now and later."""
-    ops.run_borrowed(conn, _write(schema, _grant(role, schema)), what=_WHAT)
+def grant_read_only(
+    conn: psycopg.Connection[Any], role: str, schema: str, *, allow_temp: bool = False
+) -> None:
+    """Give an existing role SELECT on the schema's tables and views, now and later.
+
+    Refused (`ConfigurationError`, nothing granted) while the role could still create
+    temporary tables in the database, unless `allow_temp`: PostgreSQL grants TEMPORARY to
+    PUBLIC by default, which only the database's owner can take back (the message gives
+    the statements).
+    """
+    work = _write(schema, _grant(role, schema, allow_temp))
+    ops.run_borrowed(conn, work, what=_WHAT)
 
 
 async def grant_read_only_async(
-    conn: psycopg.AsyncConnection[Any], role: str, schema: str
+    conn: psycopg.AsyncConnection[Any], role: str, schema: str, *, allow_temp: bool = False
 ) -> None:
-    await ops.run_borrowed_async(conn, _write(schema, _grant(role, schema)), what=_WHAT)
+    work = _write(schema, _grant(role, schema, allow_temp))
+    await ops.run_borrowed_async(conn, work, what=_WHAT)
 
 
 # --- the work, once ------------------------------------------------------------------------
@@ -287,9 +300,11 @@ def _delete_experiment(experiment_id: str, cascade: bool) -> ops.Work:
 
 
 def _archive(
-    schema: str, simulation_id: str, out: Path, fmt: str, progress: bool | None
+    schema: str, simulation_id: str, out: Path, fmt: str, progress: bool | None, overwrite: bool
 ) -> ops.Work:
-    yield from export_work(out, schema, simulations=[simulation_id], fmt=fmt, progress=progress)
+    yield from export_work(
+        out, schema, simulations=[simulation_id], fmt=fmt, progress=progress, overwrite=overwrite
+    )
     result: ArchiveResult = yield from _delete_archived(schema, simulation_id, out)
     return result
 
@@ -384,13 +399,32 @@ def grant_read_only_statements(role: str, schema: str) -> list[sql.Composed]:
     ]
 
 
-def _grant(role: str, schema: str) -> ops.Work:
+def _grant(role: str, schema: str, allow_temp: bool) -> ops.Work:
     validate_role_name(role)
     found = yield ops.Query("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
     if not found:
         raise NotFound(f"role {role!r} does not exist: create it first (CREATE ROLE ... LOGIN)")
     for stmt in grant_read_only_statements(role, schema):
         yield ops.Query(stmt)
+    if allow_temp:
+        return
+    rows = yield ops.Query("SELECT current_database()")
+    database = sql.Identifier(rows[0][0])
+    yield ops.Query(
+        sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM {}").format(database, sql.Identifier(role))
+    )
+    rows = yield ops.Query(
+        "SELECT has_database_privilege(%s, current_database(), 'TEMPORARY')", (role,)
+    )
+    if rows[0][0]:
+        revoke = sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(database)
+        raise ConfigurationError(
+            f"role {role!r} could still create temporary tables: TEMPORARY on this database"
+            " is granted to PUBLIC (PostgreSQL's default) or to a role it is a member of;"
+            f" nothing was granted. Run `{revoke.as_string()}` as the database owner (and"
+            " GRANT TEMPORARY to the roles that need it), or allow it: --allow-temp,"
+            " allow_temp=True"
+        )
 
 
 def _grant_sql_path() -> Path:

@@ -138,6 +138,11 @@ class AlreadyExists(SimSchemaError):
     """A create met an existing row with the same key (experiment, simulation, event id)."""
 
 
+class OutputError(SimSchemaError):
+    """An export's output cannot be written: a file error, or an output that would be
+    overwritten without `overwrite=True`."""
+
+
 class ArchiveRefused(SimSchemaError):
     """An archive's export is incomplete or unverified, so nothing was deleted."""
 

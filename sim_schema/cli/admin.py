@@ -40,12 +40,18 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--format", choices=FORMATS, default="csv")
     p.add_argument("--yes", action="store_true", help="really delete after a verified export")
+    common.add_overwrite(p)
     p.set_defaults(handler=run_archive)
 
     p = sub.add_parser(
         "grant-read-only", help="grant a role SELECT on all tables and views, now and later"
     )
     p.add_argument("role")
+    p.add_argument(
+        "--allow-temp",
+        action="store_true",
+        help="grant even though the role can create temporary tables (PUBLIC's TEMPORARY)",
+    )
     p.set_defaults(handler=run_grant_read_only)
 
 
@@ -88,7 +94,8 @@ def run_archive(args: argparse.Namespace) -> int:
                 args, f"simulation {args.simulation!r} (after export to {args.out})", counts
             )
         result = admin.archive_simulation(
-            conn, args.simulation, args.out, fmt=args.format, schema=schema
+            conn, args.simulation, args.out, fmt=args.format, schema=schema,
+            overwrite=args.overwrite,
         )
     _report(
         args,
@@ -101,7 +108,7 @@ def run_archive(args: argparse.Namespace) -> int:
 def run_grant_read_only(args: argparse.Namespace) -> int:
     settings = common.settings_from(args)
     with connect(settings) as conn:
-        admin.grant_read_only(conn, args.role, settings.schema_name)
+        admin.grant_read_only(conn, args.role, settings.schema_name, allow_temp=args.allow_temp)
     if args.json:
         print(json.dumps({"role": args.role, "schema": settings.schema_name, "granted": True}))
     else:

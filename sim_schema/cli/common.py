@@ -16,6 +16,7 @@ EXIT_VERIFICATION = 5
 EXIT_MIGRATION_FAILED = 6
 EXIT_NOT_FOUND = 7
 EXIT_UNTRACKED = 8
+EXIT_OUTPUT = 9
 
 # Most specific first: the first matching class decides the exit code.
 _EXIT_CODES: list[tuple[type[errors.SimSchemaError], int]] = [
@@ -28,6 +29,7 @@ _EXIT_CODES: list[tuple[type[errors.SimSchemaError], int]] = [
     (errors.MigrationFailed, EXIT_MIGRATION_FAILED),
     (errors.ArchiveRefused, EXIT_VERIFICATION),
     (errors.ConfigurationError, EXIT_USAGE),
+    (errors.OutputError, EXIT_OUTPUT),
     (errors.NotFound, EXIT_NOT_FOUND),
 ]
 
@@ -37,6 +39,13 @@ def exit_code_for(exc: errors.SimSchemaError) -> int:
         if isinstance(exc, cls):
             return code
     return EXIT_ERROR
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """The option of every command that writes files."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing output (default: refuse)"
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -30,6 +30,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--from-step", type=int, help="first step (tables with a step column)")
     p.add_argument("--to-step", type=int, help="last step (tables with a step column)")
+    common.add_overwrite(p)
     p.set_defaults(handler=run_export)
 
     p = sub.add_parser("export-decisions", help="agent decisions as JSONL training data")
@@ -40,6 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--agent", action="append", help="an agent id (repeatable)")
     p.add_argument("--min-rating", type=float, help="only decisions rated at least this")
     p.add_argument("--rated-only", action="store_true", help="only decisions with a rating")
+    common.add_overwrite(p)
     p.set_defaults(handler=run_export_decisions)
 
 
@@ -59,6 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
             from_step=args.from_step,
             to_step=args.to_step,
             include_empty=args.include_empty,
+            overwrite=args.overwrite,
         )
     if args.json:
         print(json.dumps(manifest.as_dict()))
@@ -83,6 +86,7 @@ def run_export_decisions(args: argparse.Namespace) -> int:
             agents=args.agent,
             min_rating=args.min_rating,
             rated_only=args.rated_only,
+            overwrite=args.overwrite,
         )
     if args.json:
         print(

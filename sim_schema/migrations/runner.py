@@ -335,8 +335,8 @@ class MigrationRunner:
             if time.monotonic() - started >= self.lock_wait:
                 holder = yield from self._lock_holder()
                 raise LockTimeout(
-                    f"another migrator ({holder}) has held the migration lock of schema "
-                    f"{self.schema!r} for more than {self.lock_wait:g}s; nothing was applied"
+                    f"the migration lock of schema {self.schema!r} has been held for more"
+                    f" than {self.lock_wait:g}s by {holder}; nothing was applied"
                 )
             yield ops.Sleep(_POLL_INTERVAL)
 
@@ -344,7 +344,8 @@ class MigrationRunner:
         """Who holds the migration lock, for the timeout message (best effort)."""
         key = self.lock_key & 0xFFFF_FFFF_FFFF_FFFF
         rows = yield ops.Query(
-            "SELECT a.pid, a.usename, a.application_name FROM pg_locks l"
+            "SELECT a.pid, a.usename, a.application_name, a.usename = current_user"
+            " FROM pg_locks l"
             " JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted"
             " AND l.classid::bigint = %s AND l.objid::bigint = %s LIMIT 1",
@@ -352,9 +353,16 @@ class MigrationRunner:
             True,
         )
         if not rows:
-            return "holder unknown"
-        pid, user, app = rows[0]
-        return f"pid {pid}, role {user!r}" + (f", application {app!r}" if app else "")
+            return "a session that could not be identified"
+        pid, user, app, own = rows[0]
+        who = f"pid {pid}, role {user!r}" + (f", application {app!r}" if app else "")
+        if own:
+            return f"another migrator ({who}): wait for it, or raise lock_wait (--lock-wait)"
+        # Any role may take an advisory lock; one that is not a migrator's is a mistake.
+        return (
+            f"a session of another role ({who}), not a migrator: if it is not migrating,"
+            f" end it (SELECT pg_terminate_backend({pid})) and run the migration again"
+        )
 
     def _set_timeouts(self, migration: SqlMigration, is_local: bool) -> ops.Query:
         return ops.Query(

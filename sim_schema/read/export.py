@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from psycopg import sql
 
 from .. import catalog, ops
 from ..catalog import DATA_TABLES, SIMULATION_TABLES
-from ..errors import ConfigurationError, NotFound, SimSchemaError
+from ..errors import ConfigurationError, NotFound, OutputError, SimSchemaError
 from ..names import DEFAULT_SCHEMA
 from ..progress import Progress
 
@@ -119,18 +119,20 @@ def export(
     to_step: int | None = None,
     include_empty: bool = False,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
     """Export the selected simulations' rows, one file per table, plus `manifest.json`.
 
     `tables` None: every data table that has rows for the selection (`include_empty` adds
     the empty ones; the ingest ledger is exported only when named). `conn` is any idle
     connection (autocommit or not, any search_path; handed back as it was). `progress`
-    None: a bar on stderr when it is a terminal.
+    None: a bar on stderr when it is a terminal. An output directory that already holds
+    files is refused unless `overwrite`; a file that cannot be written is an `OutputError`.
     """
     work = export_work(
         Path(out_dir), schema, simulations=simulations, experiment=experiment, tables=tables,
         fmt=fmt, from_step=from_step, to_step=to_step, include_empty=include_empty,
-        progress=progress,
+        progress=progress, overwrite=overwrite,
     )  # fmt: skip
     result: Manifest = ops.run_borrowed(conn, work, what="export")
     return result
@@ -149,12 +151,13 @@ async def export_async(
     to_step: int | None = None,
     include_empty: bool = False,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
     """`export` from async code: the same files, the same constant memory."""
     work = export_work(
         Path(out_dir), schema, simulations=simulations, experiment=experiment, tables=tables,
         fmt=fmt, from_step=from_step, to_step=to_step, include_empty=include_empty,
-        progress=progress,
+        progress=progress, overwrite=overwrite,
     )  # fmt: skip
     result: Manifest = await ops.run_borrowed_async(conn, work, what="export")
     return result
@@ -171,13 +174,16 @@ def export_decisions(
     min_rating: float | None = None,
     rated_only: bool = False,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> FileRecord:
     """Agent decisions as training data, one JSON object per line (no row limit).
 
-    With neither `simulations` nor `experiment`, every simulation's decisions.
+    With neither `simulations` nor `experiment`, every simulation's decisions. An
+    existing file is refused unless `overwrite`.
     """
     work = _export_decisions(
-        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress
+        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress,
+        overwrite,
     )
     result: FileRecord = ops.run_borrowed(conn, work, what="export")
     return result
@@ -194,10 +200,12 @@ async def export_decisions_async(
     min_rating: float | None = None,
     rated_only: bool = False,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> FileRecord:
     """`export_decisions` from async code."""
     work = _export_decisions(
-        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress
+        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress,
+        overwrite,
     )
     result: FileRecord = await ops.run_borrowed_async(conn, work, what="export")
     return result
@@ -218,13 +226,14 @@ def export_work(
     to_step: int | None = None,
     include_empty: bool = False,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> ops.Work:
     """The export as work (`sim_schema.ops`): `export`, `export_async` and archives run it."""
     form = validate_format(fmt)
     selected = validate_tables(tables)
     if form == "parquet":
         _pyarrow()  # fail before touching the database
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_directory(out, overwrite)
     with_total = _wants_progress(progress)
     skip_empty = tables is None and not include_empty
     manifest = yield from snapshot(
@@ -273,7 +282,11 @@ def _export_decisions(
     min_rating: float | None,
     rated_only: bool,
     progress: bool | None,
+    overwrite: bool,
 ) -> ops.Work:
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists: choose another file, or pass --overwrite"
+                          " (overwrite=True)")
     with_total = _wants_progress(progress)
 
     def body() -> ops.Work:
@@ -421,16 +434,37 @@ class _HashingFile:
         self.f.flush()
 
 
+def prepare_directory(out: Path, overwrite: bool) -> None:
+    """Create an export's directory; one that already holds files only with `overwrite`."""
+    try:
+        if out.is_dir() and not overwrite and any(out.iterdir()):
+            raise OutputError(
+                f"output directory {out} is not empty: choose another, or pass --overwrite"
+                " (overwrite=True) to replace its files"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {out}: {_reason(exc)}") from exc
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 @contextmanager
 def _output(path: Path) -> Iterator[_HashingFile]:
-    """Write to `<path>.part`, rename on success, remove on failure."""
+    """Write to `<path>.part`, rename on success, remove on failure; a file error is an
+    `OutputError` naming the file."""
     part = path.with_name(path.name + ".part")
     try:
         with part.open("wb") as f:
             yield _HashingFile(f)
         os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
+    except BaseException as exc:
+        with suppress(OSError):
+            part.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
         raise
 
 

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 from sim_schema import cli
 from sim_schema.catalog import DATA_TABLES
-from sim_schema.errors import ConfigurationError, NotFound
+from sim_schema.errors import ConfigurationError, NotFound, OutputError
 from sim_schema.read.export import (
     DECISION_COLUMNS,
     Manifest,
@@ -466,3 +466,49 @@ def test_progress_bar_only_on_a_terminal() -> None:
         bar.advance(500)
     assert "agent_states: 500/1,000 rows  50%" in shown.getvalue()
     assert shown.getvalue().endswith("\n")
+
+
+def test_output_that_exists_is_refused_unless_overwrite(
+    seeded: psycopg.Connection[Any], dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    first = export(seeded, out, simulations=["sim-A"])
+    with pytest.raises(OutputError, match=f"output directory {out} is not empty.*--overwrite"):
+        export(seeded, out, simulations=["sim-A"])
+    assert Manifest.read(out).exported_at == first.exported_at  # the files were not touched
+    again = export(seeded, out, simulations=["sim-A"], overwrite=True)
+    assert again.tables.keys() == first.tables.keys()
+    assert {t: r.sha256 for t, r in again.tables.items()} == {
+        t: r.sha256 for t, r in first.tables.items()
+    }
+    capsys.readouterr()
+    base = ["--dsn", dsn, "export", "--simulation", "sim-A", "--out", str(out)]
+    assert cli.main(base) == 9
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not empty" in err and "--overwrite" in err
+    assert cli.main([*base, "--overwrite"]) == 0
+    decisions = tmp_path / "d.jsonl"
+    export_decisions(seeded, decisions)
+    with pytest.raises(OutputError, match="d.jsonl exists"):
+        export_decisions(seeded, decisions)
+    export_decisions(seeded, decisions, overwrite=True)
+    assert cli.main(["--dsn", dsn, "export-decisions", "--out", str(decisions)]) == 9
+
+
+def test_a_file_that_cannot_be_written_is_one_line_naming_it(
+    seeded: psycopg.Connection[Any], dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OutputError, match=f"cannot create output directory {blocker / 'x'}"):
+        export(seeded, blocker / "x", simulations=["sim-A"])
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'missing' / 'd.jsonl'}"):
+        export_decisions(seeded, tmp_path / "missing" / "d.jsonl")
+    capsys.readouterr()
+    code = cli.main(["--dsn", dsn, "archive", "--simulation", "sim-A", "--out",
+                     str(blocker / "x"), "--yes"])
+    err = capsys.readouterr().err
+    assert code == 9 and err.count("\n") == 1 and "cannot create output directory" in err
+    assert seeded.execute("SELECT count(*) FROM simulations WHERE simulation_id = 'sim-A'"
+                          ).fetchone() == (1,)  # nothing deleted
+    assert not list(tmp_path.rglob("*.part"))

@@ -17,10 +17,19 @@ from sim_schema import admin, cli
 from sim_schema.errors import ConfigurationError, NotFound
 
 
+def revoke_public_temp(conn: psycopg.Connection[Any]) -> None:
+    """What the grant asks a database owner to do (this test's database only)."""
+    database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    conn.execute(
+        sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database))
+    )
+
+
 @pytest.fixture
 def role(conn: psycopg.Connection[Any]) -> Iterator[str]:
     name = f"sim_ro_{uuid.uuid4().hex[:12]}"
     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+    revoke_public_temp(conn)
     try:
         yield name
     finally:
@@ -74,6 +83,7 @@ def test_read_only_role_reads_everything_and_writes_nothing(
             "CREATE INDEX evil_idx ON agents (agent_type)",
             "COPY agents FROM STDIN",
             "SELECT * FROM agents FOR UPDATE",
+            "CREATE TEMPORARY TABLE scratch (x int)",
         ]
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"permission|owner"):
@@ -105,3 +115,22 @@ def test_grant_needs_an_existing_valid_role(
     assert "no_such_role_x" in err and "invalid role name" in err
     schema = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'sim'")
     assert schema.fetchone() == (1,)
+
+
+def test_grant_is_refused_while_the_role_could_create_temporary_tables(
+    conn: psycopg.Connection[Any], dsn: str, role: str
+) -> None:
+    database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    conn.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO PUBLIC").format(
+        sql.Identifier(database)))
+    with pytest.raises(ConfigurationError, match="could still create temporary tables") as info:
+        admin.grant_read_only(conn, role, "sim")
+    assert f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC' in str(info.value)
+    privileges = conn.execute("SELECT has_table_privilege(%s, 'sim.agents', 'SELECT')", (role,))
+    assert privileges.fetchone() == (False,)  # nothing was granted
+    assert cli.main(["--dsn", dsn, "grant-read-only", role]) == 2  # a configuration error
+    assert cli.main(["--dsn", dsn, "grant-read-only", role, "--allow-temp"]) == 0
+    with psycopg.connect(dsn, autocommit=True, options="-c search_path=sim") as analyst:
+        analyst.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        analyst.execute("CREATE TEMPORARY TABLE allowed (x int)")  # asked for
+        assert analyst.execute("SELECT count(*) FROM agents").fetchone() == (0,)

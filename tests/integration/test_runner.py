@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 import pytest
 
 from sim_schema.errors import (
@@ -312,13 +314,39 @@ def test_invalid_timeouts_are_refused() -> None:
         mig(0, "SELECT 1", statement_timeout="; DROP TABLE t")
 
 
+def test_a_foreign_role_holding_the_lock_is_named_with_what_to_do(
+    blank_dsn: str, bconn: Any
+) -> None:
+    """Any role may take an advisory lock (PostgreSQL has no privilege for it): an analyst
+    holding the migration lock is named as not a migrator, with the statement that ends it."""
+    role = f"sim_lock_{uuid.uuid4().hex[:10]}"
+    bconn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    runner = MigrationRunner(BASE, lock_wait=0.3)
+    try:
+        with psycopg.connect(blank_dsn, user=role, autocommit=True) as analyst:
+            analyst.execute("SELECT pg_advisory_lock(%s)", (runner.lock_key,))
+            pid = analyst.info.backend_pid
+            with pytest.raises(LockTimeout) as info:
+                runner.migrate(bconn)
+        message = str(info.value)
+        assert f"a session of another role (pid {pid}, role '{role}')" in message
+        assert f"SELECT pg_terminate_backend({pid})" in message
+        assert "nothing was applied" in message
+        assert applied_versions(bconn) == []
+        assert [r.version for r in runner.migrate(bconn).applied] == [0, 1, 2]  # lock gone
+    finally:
+        bconn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
 def test_lock_wait_times_out_while_another_migrator_holds_the_lock(
     blank_dsn: str, bconn: Any
 ) -> None:
     runner = MigrationRunner(BASE, lock_wait=0.5)
     with psycopg.connect(blank_dsn, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (runner.lock_key,))
-        with pytest.raises(LockTimeout, match=r"more than 0\.5s; nothing was applied"):
+        with pytest.raises(
+            LockTimeout, match=r"more than 0\.5s by another migrator \(pid \d+, role '\w+'\)"
+        ):
             runner.migrate(bconn)
         env = {**os.environ, "SIM_SCHEMA_DSN": blank_dsn}
         done = subprocess.run(
