@@ -151,6 +151,34 @@ class DatabaseTimeout(SimSchemaError):
     """A statement hit `statement_timeout` or `lock_timeout`; nothing of it was written."""
 
 
+class SourceError(SimSchemaError):
+    """An import source that cannot be read, or a value in it that cannot be stored; the
+    message names the source (file or database), its table, the row and the field."""
+
+    def __init__(
+        self,
+        source: str,
+        reason: str,
+        *,
+        table: str | None = None,
+        row: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source = source
+        self.table = table
+        self.row = row
+        self.field = field
+        self.reason = reason
+        where = [source]
+        if table:
+            where.append(f"table {table}")
+        if row:
+            where.append(f"row {row}")
+        if field:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {reason}")
+
+
 class ReplayConflict(SimSchemaError):
     """A row logged again (a resumed run) differs from the row stored under its key."""
 

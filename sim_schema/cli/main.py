@@ -16,12 +16,12 @@ import psycopg
 from .. import errors
 from ..pgerrors import translate
 from ..settings import Settings
-from . import admin, analyst, demo, export, migrate, server
+from . import admin, analyst, demo, export, importers, migrate, server
 from .common import EXIT_ERROR, EXIT_OK, exit_code_for
 
 # Each exposes `register(subparsers)`; a handler receives the parsed arguments and
 # returns the exit code. Command modules never import this one (no import cycle).
-COMMAND_MODULES = [migrate, demo, server, export, admin, analyst]
+COMMAND_MODULES = [migrate, demo, server, export, importers, admin, analyst]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

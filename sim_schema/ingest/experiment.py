@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import repositories as repo
-from ..errors import LifecycleError, SimSchemaError
+from ..errors import AlreadyExists, LifecycleError, SimSchemaError
 from ..models import Experiment, ExperimentStatus, Simulation, SimulationStatus
 from ..store import Store
 from .logger import DEFAULT_FLUSH_INTERVAL, RetryPolicy, SimulationLogger
@@ -133,9 +133,11 @@ class ExperimentManager:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
         retry: RetryPolicy | None = None,
+        reopen: bool = False,
     ) -> None:
         self.store = store
         self.experiment_id = experiment_id
+        self.reopen = reopen
         self._create: dict[str, Any] = {
             "description": description,
             "hypothesis": hypothesis,
@@ -154,16 +156,26 @@ class ExperimentManager:
         self.experiment: Experiment | None = None
 
     async def open(self) -> Experiment:
-        """Create the experiment (or open the existing one) and mark it running."""
+        """Create the experiment, or open the existing one, and mark it running.
+
+        An existing experiment opens if it is created or running, or completed when the
+        manager was made with `reopen=True` (more runs for a finished experiment); a
+        completed one without it, or a failed or aborted one, is a `LifecycleError`.
+        """
         async with self.store.connection() as conn:
             found = await repo.get_or_create_experiment(
                 conn, self.experiment_id, self.name, **self._create
             )
             if found.status == ExperimentStatus.CREATED:
                 found = await repo.start_experiment(conn, self.experiment_id)
+            elif found.status == ExperimentStatus.COMPLETED and self.reopen:
+                found = await repo.reopen_experiment(conn, self.experiment_id)
             elif found.status != ExperimentStatus.RUNNING:
+                finished = found.status == ExperimentStatus.COMPLETED
+                hint = " (reopen=True adds runs to it)" if finished else ""
                 raise LifecycleError(
-                    f"experiment {self.experiment_id!r} is {found.status}: it cannot take new runs"
+                    f"experiment {self.experiment_id!r} is {found.status}: it cannot take new"
+                    f" runs{hint}"
                 )
         self.experiment = found
         return found
@@ -181,18 +193,37 @@ class ExperimentManager:
     ) -> SimulationContext:
         """A new simulation of this experiment (started unless `start=False`) and its logger.
 
+        The id of a simulation of this experiment that never started (status `created`,
+        e.g. a run whose setup crashed) may be used again: that simulation is taken, its
+        fields updated with the ones given. Any other taken id is `AlreadyExists`.
         `logger_options` override the manager's buffer_size, flush_interval, ...
         """
+        fields: dict[str, Any] = {
+            "name": name, "description": description, "parameters": parameters,
+            "metadata": metadata,
+        }  # fmt: skip
         async with self.store.connection() as conn:
-            await repo.create_simulation(
-                conn,
-                simulation_id,
-                experiment_id=self.experiment_id,
-                name=name,
-                description=description,
-                parameters=parameters,
-                metadata=metadata,
-            )
+            try:
+                await repo.create_simulation(
+                    conn, simulation_id, experiment_id=self.experiment_id, **fields
+                )
+            except AlreadyExists:
+                found = await repo.find_simulation(conn, simulation_id)
+                if found is None or not (
+                    found.status == SimulationStatus.CREATED
+                    and found.experiment_id == self.experiment_id
+                ):
+                    raise AlreadyExists(
+                        f"simulation {simulation_id!r} already exists"
+                        + ("" if found is None else
+                           f" ({found.status.value}, in experiment {found.experiment_id!r}):"
+                           " only a simulation of this experiment that never started can be"
+                           " used again")
+                    ) from None  # fmt: skip
+                await repo.update_simulation(conn, simulation_id, **fields)
+                earlier = self.simulations.pop(simulation_id, None)
+                if earlier is not None:
+                    await earlier.logger.close()
             if start:
                 await repo.start_simulation(conn, simulation_id)
         options = {**self._logger_options, **logger_options}

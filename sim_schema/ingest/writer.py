@@ -10,7 +10,7 @@ The per-step tables of agents are stored with integer keys (`catalog.TableSpec.t
 the writer maps each row's `simulation_id` and `agent_id` to `sim_key` and `agent_key`
 (`keys.AgentKeys`); an unregistered agent is refused with a `ValidationError` naming the
 row, and nothing of the transaction is written. Agents get their keys here, reserved in
-one statement per batch.
+one statement per batch for the agents not stored yet (registering again reserves none).
 
 Rows that may already be stored (a resumed run logs some rows again) are written with
 `check_stored=True`: the stored rows of their keys are read in one query, each logged row
@@ -202,10 +202,7 @@ class BulkWriter:
                     raise NotFound(f"simulation {simulation_id!r} does not exist")
                 todo = [b for b in batches if b.batch_id in new]
                 rows = _Rows(spec, simulation_id, sim_key, todo)
-                if table == "agents":
-                    count = sum(len(b.rows) for b in todo)
-                    rows.first_agent_key = await reserve_agent_keys(conn, simulation_id, count)
-                elif spec.agent_position is not None:
+                if spec.agent_position is not None:
                     p = spec.agent_position
                     ids = {r[p] for b in todo for r in b.rows if len(r) > p}
                     rows.agent_keys = await self.keys.resolve(conn, simulation_id, sim_key, ids)
@@ -232,8 +229,6 @@ class _Rows:
         self.sim_key = sim_key
         self.batches = batches
         self.agent_keys: Mapping[str, int] = {}
-        self.first_agent_key = 0  # agents: the first of the keys reserved for the rows
-        self._agents = 0
 
     def __iter__(self) -> Iterator[Row]:
         spec, simulation_id = self.spec, self.simulation_id
@@ -248,10 +243,9 @@ class _Rows:
 
     def _stored(self, rows: Sequence[Any], start: int) -> Iterator[Row]:
         spec = self.spec
-        if spec.name == "agents":  # keys in row order over all batches
+        if spec.name == "agents":  # a placeholder key: `_write_checked` reserves the real ones
             for r in rows:
-                yield (*r, self.first_agent_key + self._agents)
-                self._agents += 1
+                yield (*r, None)
             return
         if spec.storage is None:
             yield from rows
@@ -296,9 +290,16 @@ async def _write_checked(
     keys = [tuple(r[p] for p in key_at) for r in ready]
     stored = await _stored_rows(conn, target, keys)
     fresh: list[Row] = []
-    for key, row in zip(keys, ready, strict=True):
+    agents = rows.spec.name == "agents"
+    if agents:  # keys only for the agents not stored (a replay reserves none)
+        count = sum(key not in stored for key in keys)
+        next_key = await reserve_agent_keys(conn, rows.simulation_id, count) if count else 0
+    for i, (key, row) in enumerate(zip(keys, ready, strict=True)):
         old = stored.get(key)
         if old is None:
+            if agents:
+                row = ready[i] = (*row[:-1], next_key)
+                next_key += 1
             fresh.append(row)
             continue
         for p in target.compared:
@@ -310,7 +311,7 @@ async def _write_checked(
     if fresh:
         await _copy(conn, target, target.table, fresh)
     learnt: dict[str, int] = {}
-    if rows.spec.name == "agents":
+    if agents:
         at, agent_key = target.names.index("agent_id"), target.names.index("agent_key")
         for key, row in zip(keys, ready, strict=True):
             learnt[row[at]] = (stored.get(key) or row)[agent_key]

@@ -47,6 +47,7 @@ from .experiments import (
     get_experiment,
     get_or_create_experiment,
     list_experiments,
+    reopen_experiment,
     start_experiment,
     update_experiment,
 )
@@ -135,6 +136,7 @@ __all__ = [
     "record_learning_experience",
     "register_agent",
     "register_agents",
+    "reopen_experiment",
     "resume_simulation",
     "save_agent_state",
     "save_environment_state",

@@ -2,7 +2,9 @@
 
 Lifecycle (enforced by one conditional UPDATE, so concurrent callers cannot both win):
 ``created -> running -> completed``; ``failed`` and ``aborted`` from ``created`` or
-``running`` (an experiment can fail while it is being set up). Terminal states are final.
+``running`` (an experiment can fail while it is being set up). ``completed -> running``
+only when asked for explicitly (`reopen_experiment`: more runs for a finished
+experiment); ``failed`` and ``aborted`` are final.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ TRANSITIONS: dict[str, tuple[ExperimentStatus, tuple[ExperimentStatus, ...]]] = 
     "complete": (_S.COMPLETED, (_S.RUNNING,)),
     "fail": (_S.FAILED, (_S.CREATED, _S.RUNNING)),
     "abort": (_S.ABORTED, (_S.CREATED, _S.RUNNING)),
+    "reopen": (_S.RUNNING, (_S.COMPLETED,)),
 }
 
 
@@ -192,7 +195,7 @@ async def _transition(
     target, allowed = TRANSITIONS[action]
     query = sql.SQL(
         "UPDATE experiments SET status = %(target)s, updated_at = now(),"
-        " completed_at = CASE WHEN %(terminal)s THEN now() ELSE completed_at END,"
+        " completed_at = CASE WHEN %(terminal)s THEN now() END,"
         " results_summary = results_summary || COALESCE(%(results_summary)s::jsonb, '{{}}')"
         " WHERE experiment_id = %(experiment_id)s AND status = ANY(%(allowed)s)"
         " RETURNING {}"
@@ -218,6 +221,11 @@ async def _transition(
 async def start_experiment(conn: Conn, experiment_id: str) -> Experiment:
     """``created -> running``."""
     return await _transition(conn, experiment_id, "start", None)
+
+
+async def reopen_experiment(conn: Conn, experiment_id: str) -> Experiment:
+    """``completed -> running``, to add runs to a finished experiment; clears completed_at."""
+    return await _transition(conn, experiment_id, "reopen", None)
 
 
 async def complete_experiment(

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sim_schema.errors import IngestError, LifecycleError
+from sim_schema.errors import AlreadyExists, IngestError, LifecycleError
 from sim_schema.ingest.experiment import ExperimentManager
 from sim_schema.settings import Settings
 from sim_schema.store import Store
@@ -96,3 +96,38 @@ async def test_simulation_context_and_reopen(
     with pytest.raises(LifecycleError, match="completed"):
         async with ExperimentManager(store, "e4"):
             pass
+
+
+async def test_reopen_a_completed_experiment(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with ExperimentManager(store, "e5") as exp:
+        await exp.create_simulation("e5-0")
+    with pytest.raises(LifecycleError, match=r"completed: .*reopen=True"):
+        await ExperimentManager(store, "e5").open()
+    async with ExperimentManager(store, "e5", reopen=True) as exp:
+        assert exp.experiment is not None and exp.experiment.status == "running"
+        assert exp.experiment.completed_at is None
+        ctx = await exp.create_simulation("e5-1")
+        await ctx.logger.log_event(0, "more")
+    assert await statuses(aconn) == {"e5": "completed", "e5-0": "completed", "e5-1": "completed"}
+    cur = await aconn.execute("SELECT completed_at IS NOT NULL FROM experiments")
+    assert await cur.fetchone() == (True,)
+
+
+async def test_simulation_id_that_never_started_is_reused(
+    store: Store, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with ExperimentManager(store, "e6") as exp:
+        await exp.create_simulation("e6-0", {"seed": 1}, start=False)  # setup crashed
+        ctx = await exp.create_simulation("e6-0", {"seed": 2}, name="again")
+        await ctx.logger.log_event(0, "go")
+        with pytest.raises(AlreadyExists, match=r"'e6-0' already exists \(running"):
+            await exp.create_simulation("e6-0")
+    cur = await aconn.execute(
+        "SELECT status, name, parameters FROM simulations WHERE simulation_id = 'e6-0'"
+    )
+    assert await cur.fetchone() == ("completed", "again", {"seed": 2})
+    async with ExperimentManager(store, "e7") as other:
+        with pytest.raises(AlreadyExists, match="in experiment 'e6'"):
+            await other.create_simulation("e6-0")

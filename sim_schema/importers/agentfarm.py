@@ -1,0 +1,660 @@
+"""Import AgentFarm SQLite databases (the schema of the farm's `SimulationDatabase` and
+`ExperimentDatabase`) into this module's tables, through the bulk writer.
+
+A file is either one simulation's (its tables have no `simulation_id` column: the
+simulation is named by the caller, or after the file: `sim_001.db` -> `sim_001`) or an
+experiment's (its tables carry `simulation_id`). Every table of the farm schema is read:
+experiments, simulations, simulation_config, agents, agent_states, agent_actions,
+resource_states, simulation_steps, learning_experiences, health_incidents. The mapping:
+
+- `step_number` -> `step`; `birth_time` / `death_time` -> `birth_step` / `death_step`;
+  `current_health` -> `health`; every other column of the same name as it is.
+- The agent state id "agent_id-step" is the key `(step, agent_id)` (the id is not stored);
+  an action's `state_before_id` / `state_after_id` become `state_before_step` /
+  `state_after_step`, the step of that state of the same agent.
+- `action_id`, `experience_id`, `incident_id` become `ordinal`, the n-th row of its agent
+  at its step in id order; resource_states' `id` is replaced by the key `(step,
+  resource_id)`.
+- JSON text (`details`, `parameters`, `results_summary`, `config_data`, `variables`,
+  `tags`) becomes jsonb; `details` that is not JSON is kept as a JSON string.
+- Columns the schema has no place for go into the simulation's or experiment's
+  `metadata.agentfarm` (simulations, experiments) or are reported as skipped.
+
+`import_agentfarm` returns an `ImportReport` saying what was mapped, skipped or
+defaulted; importing the same files again writes nothing (`sink`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..catalog import SPECS, Column
+from ..errors import ConfigurationError, SimSchemaError, SourceError
+from ..models import ExperimentStatus, SimulationStatus
+from ..progress import Progress
+from ..repositories.imported import insert_many_if_absent
+from ..store import Store
+from .report import ImportReport, TableReport
+from .sink import DEFAULT_BATCH_SIZE, Sink, prefetched
+
+# Our per-step tables, parents first: (farm table, our column -> farm column, the farm's
+# id column that orders rows of one agent and step, the farm columns replaced by our key).
+_RENAMED = {
+    "step": "step_number",
+    "health": "current_health",
+    "birth_step": "birth_time",
+    "death_step": "death_time",
+    "state_before_step": "state_before_id",
+    "state_after_step": "state_after_id",
+}
+_KEY_REPLACED = {
+    "agent_states": {"id": "the state id 'agent_id-step' is the key (step, agent_id)"},
+    "resource_states": {"id": "replaced by the key (step, resource_id)"},
+    "agent_actions": {
+        "action_id": "replaced by ordinal: the n-th action of the agent at its"
+        " step, in action_id order"
+    },
+    "learning_experiences": {
+        "experience_id": "replaced by ordinal: the n-th experience of the"
+        " agent at its step, in experience_id order"
+    },
+    "health_incidents": {
+        "incident_id": "replaced by ordinal: the n-th incident of the agent"
+        " at its step, in incident_id order"
+    },
+}
+DATA_TABLES = (
+    "agents",
+    "agent_states",
+    "agent_actions",
+    "resource_states",
+    "simulation_steps",
+    "learning_experiences",
+    "health_incidents",
+)
+# Columns of ours the farm schema has no counterpart for: NULL (or their default), silently.
+_OURS_ONLY = {
+    "agents": {"name", "position_z", "parent_ids", "profile", "config"},
+    "agent_states": {"profile", "memory", "relationships", "extras"},
+    "simulation_steps": {"metrics"},
+    "learning_experiences": {"details"},
+}
+# A required text column the farm left NULL gets this value (reported as defaulted).
+UNKNOWN = "unknown"
+_CATEGORIES = {"agent_type", "action_type", "module_type", "cause"}
+_FARM_TABLES = frozenset({"experiments", "simulations", "simulation_config", *DATA_TABLES})
+
+
+class _BadValue(Exception):
+    """A farm value that cannot be mapped (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one farm table is read: the SELECT (rows come in our COPY column order) and the
+    per-column conversions applied in Python."""
+
+    report: TableReport
+    select: str
+    fixups: tuple[tuple[int, Callable[[Any], Any]], ...]
+    describe: Callable[[Sequence[Any]], str]
+    source_column: Callable[[str], str]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _File:
+    """One open farm file (read-only): its tables and their columns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.label = str(path)
+        if not path.is_file():
+            raise SourceError(self.label, "no such file")
+        try:
+            self.db = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            names = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                )
+            ]
+        except sqlite3.Error as exc:
+            raise SourceError(self.label, f"cannot be read as a SQLite database: {exc}") from None
+        self.columns = {n: self._columns(n) for n in names if n in _FARM_TABLES}
+        if not any(t in self.columns for t in ("simulations", *DATA_TABLES)):
+            raise SourceError(
+                self.label,
+                "holds none of the AgentFarm tables (simulations, " + ", ".join(DATA_TABLES) + ")",
+            )
+        self.per_experiment = any("simulation_id" in self.columns.get(t, ()) for t in DATA_TABLES)
+
+    def _columns(self, name: str) -> list[str]:
+        return [r[1] for r in self.db.execute(f"PRAGMA table_info({_quote(name)})")]
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(query, params)
+        except sqlite3.Error as exc:
+            raise SourceError(self.label, f"cannot be read: {exc}") from None
+
+    def records(self, name: str) -> list[dict[str, Any]]:
+        """Every row of a (small) table, as dicts."""
+        if name not in self.columns:
+            return []
+        cur = self.rows(f"SELECT * FROM {_quote(name)}")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# --- value conversions -------------------------------------------------------------------
+
+
+def _json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _BadValue(f"not JSON: {text[:80]!r}") from None
+
+
+def _json_or_text(counter: Callable[[], None]) -> Callable[[Any], Any]:
+    def convert(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        try:
+            return json.loads(text)
+        except ValueError:
+            counter()
+            return text  # kept as a JSON string
+
+    return convert
+
+
+def _boolean(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    raise _BadValue(f"{value!r} is not a boolean (0 or 1)")
+
+
+def _state_step(value: Any) -> Any:
+    """The step of a farm state id "agent_id-step" (agent ids may contain '-')."""
+    if value is None:
+        return None
+    _, sep, step = str(value).rpartition("-")
+    if not sep or not step.isdigit():
+        raise _BadValue(f"{value!r} is not a state id 'agent_id-step'")
+    return int(step)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """A farm DATETIME (SQLAlchemy's ISO text; naive means UTC)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise _BadValue(f"{value!r} is not a date and time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _defaulting(
+    convert: Callable[[Any], Any] | None, default: Any, counter: Callable[[], None]
+) -> Callable[[Any], Any]:
+    def fill(value: Any) -> Any:
+        if value is None:
+            counter()
+            return default
+        return convert(value) if convert is not None else value
+
+    return fill
+
+
+# --- the plan of each data table ---------------------------------------------------------
+
+
+def _plan(file: _File, name: str, simulation_id: str | None, report: ImportReport) -> _Plan:
+    spec = SPECS[name]
+    present = file.columns[name]
+    by_simulation = "simulation_id" in present
+    treport = report.table(name, name)
+    farm_of = {c.name: _RENAMED.get(c.name, c.name) for c in spec.columns}
+    key_replaced = _KEY_REPLACED.get(name, {})
+    order_id = next(iter(key_replaced), None)
+    selects: list[str] = []
+    params_needed = not by_simulation
+    fixups: list[tuple[int, Callable[[Any], Any]]] = []
+    for position, col in enumerate(spec.columns):
+        farm = farm_of[col.name]
+        if col.name == "simulation_id":
+            selects.append("CAST(simulation_id AS TEXT)" if by_simulation else "?")
+            treport.mapped["simulation_id"] = "simulation_id" if by_simulation else "(the file)"
+            continue
+        if col.ordinal:
+            partition = ", ".join(
+                (["simulation_id"] if by_simulation else []) + ["step_number", "agent_id"]
+            )
+            order = _quote(order_id) if order_id in present else "rowid"
+            selects.append(f"ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) - 1")
+            treport.mapped["ordinal"] = f"{order_id} order" if order_id in present else "row order"
+            continue
+        if farm not in present:
+            selects.append("NULL")
+            if col.name in _OURS_ONLY.get(name, ()):
+                if not col.nullable:  # a default the farm schema has no column for
+                    fixups.append((position, _constant(col.default)))
+            elif not col.nullable and col.default is None and col.name not in _CATEGORIES:
+                raise SourceError(file.label, "the column is missing", table=name, field=farm)
+            else:
+                fixups.append((position, _missing(treport, col)))
+            continue
+        selects.append(_quote(farm))
+        treport.mapped[col.name] = farm
+        fixup = _convert(treport, col, farm)
+        if fixup is not None:
+            fixups.append((position, fixup))
+    for farm in present:
+        if farm in farm_of.values() or farm == "simulation_id":
+            continue
+        treport.skipped[farm] = key_replaced.get(farm, "no column for it in this schema")
+    select = f"SELECT {', '.join(selects)} FROM {_quote(name)}"
+    if by_simulation:  # the rows of one simulation come together
+        select += " ORDER BY simulation_id"
+    if params_needed and simulation_id is None:
+        raise SimSchemaError("a per-simulation file needs its simulation id")
+    key_columns = [
+        farm_of[k]
+        for k in ("simulation_id", "step", "agent_id", "resource_id")
+        if k in farm_of and farm_of[k] in present
+    ]
+    key_positions = [
+        spec.position(k)
+        for k in ("simulation_id", "step", "agent_id", "resource_id")
+        if k in farm_of and farm_of[k] in present
+    ]
+    ordinal_at = spec.position("ordinal") if "ordinal" in spec.names else None
+
+    def describe(row: Sequence[Any]) -> str:
+        shown = [f"{c}={row[p]!r}" for c, p in zip(key_columns, key_positions, strict=True)]
+        if ordinal_at is not None and row[ordinal_at] is not None:
+            shown.append(f"#{row[ordinal_at] + 1} of its agent at its step")
+        return "(" + ", ".join(shown) + ")"
+
+    def source_column(column: str) -> str:
+        return farm_of.get(column, column)
+
+    return _Plan(treport, select, tuple(fixups), describe, source_column)
+
+
+def _counter(report: TableReport, what: str) -> Callable[[], None]:
+    def count() -> None:
+        report.defaulted[what] += 1
+
+    return count
+
+
+def _constant(value: Any) -> Callable[[Any], Any]:
+    return lambda _: value
+
+
+def _missing(report: TableReport, col: Column) -> Callable[[Any], Any]:
+    """A farm column the file lacks: our column's default (NULL, or 'unknown' for a
+    required category), counted."""
+    default = col.default
+    if default is None and not col.nullable:
+        default = UNKNOWN
+    what = f"{col.name}: the source has no {_RENAMED.get(col.name, col.name)} column, {default!r}"
+    return _defaulting(None, default, _counter(report, what))
+
+
+def _convert(report: TableReport, col: Column, farm: str) -> Callable[[Any], Any] | None:
+    """The conversion a farm column needs into `col`, or None if its values pass as they are."""
+    convert: Callable[[Any], Any] | None = None
+    if col.kind == "bool":
+        convert = _boolean
+    elif col.kind == "jsonb":
+        convert = _json_or_text(_counter(report, f"{col.name}: not JSON text, kept as a string"))
+    elif farm in ("state_before_id", "state_after_id"):
+        convert = _state_step
+    if not col.nullable:
+        default = (
+            col.default
+            if col.default is not None
+            else (UNKNOWN if col.name in _CATEGORIES else None)
+        )
+        if default is not None:
+            return _defaulting(convert, default, _counter(report, f"{col.name}: NULL, {default!r}"))
+    if convert is None:
+        return None
+    return lambda v: None if v is None else convert(v)
+
+
+def _chunks(
+    file: _File, plan: _Plan, params: Sequence[Any], batch_size: int, progress: Progress
+) -> Iterator[tuple[str, list[Any]]]:
+    """(simulation id, rows) batches of at most `batch_size` rows, each of one simulation."""
+    cur = file.rows(plan.select, params)
+    fixups = plan.fixups
+    while True:
+        try:
+            fetched = cur.fetchmany(batch_size)
+        except sqlite3.Error as exc:
+            raise SourceError(
+                file.label, f"cannot be read: {exc}", table=plan.report.source
+            ) from None
+        if not fetched:
+            return
+        progress.advance(len(fetched))
+        plan.report.rows_read += len(fetched)
+        rows: list[Any] = fetched
+        if fixups:
+            rows = [_fixed(file, plan, r) for r in fetched]
+        if rows[0][0] == rows[-1][0]:
+            yield rows[0][0], rows
+        else:
+            for simulation_id, group in groupby(rows, key=lambda r: r[0]):
+                yield simulation_id, list(group)
+
+
+def _fixed(file: _File, plan: _Plan, row: Sequence[Any]) -> list[Any]:
+    values = list(row)
+    for position, fix in plan.fixups:
+        try:
+            values[position] = fix(values[position])
+        except _BadValue as exc:
+            column = plan.source_column(SPECS[plan.report.table].names[position])
+            raise SourceError(
+                file.label, str(exc), table=plan.report.source, row=plan.describe(row), field=column
+            ) from None
+    return values
+
+
+# --- simulations and experiments ---------------------------------------------------------
+
+_EXPERIMENT_COLUMNS = {
+    "experiment_id": "experiment_id",
+    "name": "name",
+    "description": "description",
+    "hypothesis": "hypothesis",
+    "status": "status",
+    "variables": "variables",
+    "tags": "tags",
+    "results_summary": "results_summary",
+    "created_at": "creation_date",
+    "updated_at": "last_updated",
+}
+_SIMULATION_COLUMNS = {
+    "simulation_id": "simulation_id",
+    "experiment_id": "experiment_id",
+    "status": "status",
+    "parameters": "parameters",
+    "results_summary": "results_summary",
+    "started_at": "start_time",
+    "ended_at": "end_time",
+}
+_JSON_COLUMNS = {"variables", "tags", "results_summary", "parameters"}
+_TIME_COLUMNS = {"created_at", "updated_at", "started_at", "ended_at"}
+
+
+def _record(
+    file: _File, table_name: str, row: dict[str, Any], columns: dict[str, str], report: TableReport
+) -> dict[str, Any]:
+    """Our columns of a farm experiment or simulation row; the farm columns we have no
+    place for in `metadata.agentfarm`."""
+    values: dict[str, Any] = {}
+    for ours, farm in columns.items():
+        if farm not in row:
+            continue
+        value = row[farm]
+        report.mapped[ours] = farm
+        try:
+            if ours in _JSON_COLUMNS:
+                value = _json(value)
+                if value is None:
+                    continue
+            elif ours in _TIME_COLUMNS:
+                value = _timestamp(value)
+        except _BadValue as exc:
+            key = next(iter(columns.values()))
+            raise SourceError(
+                file.label, str(exc), table=table_name, row=f"({key}={row.get(key)!r})", field=farm
+            ) from None
+        if value is not None:
+            values[ours] = str(value) if ours.endswith("_id") else value
+    extra = {k: v for k, v in row.items() if k not in columns.values() and v is not None}
+    for k in extra:
+        report.mapped[f"metadata.agentfarm.{k}"] = k
+    values["metadata"] = {"agentfarm": {"source": file.path.name, **extra}}
+    return values
+
+
+def _status(
+    values: dict[str, Any],
+    allowed: type[ExperimentStatus | SimulationStatus],
+    fallback: str,
+    report: TableReport,
+) -> None:
+    status = values.get("status")
+    if status in {s.value for s in allowed}:
+        return
+    if status is not None:
+        values["metadata"]["agentfarm"]["status"] = status
+    values["status"] = fallback
+    report.defaulted[f"status: {status!r} is not one of ours, {fallback!r}"] += 1
+
+
+async def _import_file(
+    sink: Sink,
+    file: _File,
+    report: ImportReport,
+    *,
+    experiment_id: str | None,
+    simulation_id: str | None,
+    batch_size: int,
+    progress_stream: TextIO | None,
+    progress: bool | None,
+) -> None:
+    report.sources.append(file.label)
+    if experiment_id is None:
+        ereport = report.table("experiments", "experiments")
+        for row in file.records("experiments"):
+            values = _record(file, "experiments", row, _EXPERIMENT_COLUMNS, ereport)
+            values.setdefault("name", values.get("experiment_id"))
+            _status(values, ExperimentStatus, ExperimentStatus.COMPLETED.value, ereport)
+            ereport.rows_read += 1
+            before = len(report.experiments)
+            await sink.experiment(values)
+            ereport.rows_written += len(report.experiments) - before
+            ereport.rows_already_stored += 1 - (len(report.experiments) - before)
+    elif "experiments" in file.columns:
+        report.note(
+            f"{file.label}: its experiments rows are not imported: --experiment "
+            f"{experiment_id} groups its simulations"
+        )
+    sreport = report.table("simulations", "simulations")
+    rows = file.records("simulations")
+    if not file.per_experiment and len(rows) > 1:
+        raise SourceError(
+            file.label,
+            f"a per-simulation file with {len(rows)} simulations rows",
+            table="simulations",
+        )
+    file_simulation = simulation_id or file.path.stem
+    for row in rows:
+        values = _record(file, "simulations", row, _SIMULATION_COLUMNS, sreport)
+        if not file.per_experiment:
+            values["simulation_id"] = file_simulation
+            sreport.mapped["simulation_id"] = "(the file; its own id in metadata.agentfarm)"
+            if "simulation_id" in row:
+                values["metadata"]["agentfarm"]["simulation_id"] = row["simulation_id"]
+        if experiment_id is not None:
+            values["experiment_id"] = experiment_id
+        fallback = "completed" if values.get("ended_at") else "aborted"
+        _status(values, SimulationStatus, fallback, sreport)
+        sreport.rows_read += 1
+        await _simulation(sink, values, sreport)
+    await _configs(sink, file, file_simulation, experiment_id, report)
+    for name in DATA_TABLES:
+        if name not in file.columns:
+            continue
+        plan = _plan(file, name, file_simulation, report)
+        total = file.rows(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
+        params = () if file.per_experiment else (file_simulation,)
+        with Progress(
+            f"{file.path.name} {name}", total, stream=progress_stream, enabled=progress
+        ) as bar:
+            async for sim, batch in prefetched(_chunks(file, plan, params, batch_size, bar)):
+                if not sink.has_simulation(sim):
+                    await _simulation(sink, _unlisted(file, sim, experiment_id, sreport), sreport)
+                await sink.write(plan.report, sim, batch, plan.describe, plan.source_column)
+
+
+def _unlisted(
+    file: _File, simulation_id: str, experiment_id: str | None, report: TableReport
+) -> dict[str, Any]:
+    """A simulation the file's data names but its simulations table does not list."""
+    report.defaulted["a simulation with no simulations row: status 'completed'"] += 1
+    values: dict[str, Any] = {
+        "simulation_id": simulation_id,
+        "status": "completed",
+        "metadata": {"agentfarm": {"source": file.path.name}},
+    }
+    if experiment_id is not None:
+        values["experiment_id"] = experiment_id
+    return values
+
+
+async def _simulation(sink: Sink, values: dict[str, Any], report: TableReport) -> None:
+    existing = len(sink.report.simulations_existing)
+    await sink.simulation(values)
+    if len(sink.report.simulations_existing) > existing:
+        report.rows_already_stored += 1
+    else:
+        report.rows_written += 1
+
+
+async def _configs(
+    sink: Sink, file: _File, file_simulation: str, experiment_id: str | None, report: ImportReport
+) -> None:
+    """simulation_config: config_id as it is, config_data as jsonb."""
+    rows = file.records("simulation_config")
+    if not rows:
+        return
+    creport = report.table("simulation_config", "simulation_config")
+    creport.mapped.update({"config_id": "config_id", "config": "config_data"})
+    creport.skipped["timestamp"] = "created_at is the time of the import"
+    out: list[tuple[str, int, Any]] = []
+    for row in rows:
+        sim = str(row["simulation_id"]) if file.per_experiment else file_simulation
+        try:
+            config = _json(row.get("config_data"))
+        except _BadValue as exc:
+            raise SourceError(
+                file.label,
+                str(exc),
+                table="simulation_config",
+                row=f"(config_id={row.get('config_id')!r})",
+                field="config_data",
+            ) from None
+        if not sink.has_simulation(sim):
+            sreport = report.table("simulations", "simulations")
+            await _simulation(sink, _unlisted(file, sim, experiment_id, sreport), sreport)
+        out.append((sim, row["config_id"], config))
+    creport.rows_read += len(out)
+    written = await insert_many_if_absent(
+        sink.conn, "simulation_config", ("simulation_id", "config_id", "config"), out
+    )
+    creport.rows_written += written
+    creport.rows_already_stored += len(out) - written
+
+
+# --- the entry point ---------------------------------------------------------------------
+
+
+async def import_agentfarm(
+    store: Store,
+    paths: Iterable[str | Path],
+    *,
+    experiment_id: str | None = None,
+    simulation_id: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool | None = None,
+    progress_stream: TextIO | None = None,
+) -> ImportReport:
+    """Import AgentFarm SQLite files (per-simulation or experiment-wide) into `store`.
+
+    `experiment_id` groups every simulation imported into that experiment (created if
+    missing; the files' own experiments rows are then not imported). `simulation_id`
+    names the simulation of a single per-simulation file (default: the file's stem).
+    `progress`: draw progress on stderr (default: when it is a terminal).
+    """
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    files = [Path(p) for p in paths]
+    if not files:
+        raise SimSchemaError("no file to import")
+    if simulation_id is not None and len(files) != 1:
+        raise SimSchemaError("a simulation id can name the simulation of one file only")
+    opened: list[_File] = []
+    try:
+        for path in files:
+            opened.append(_File(path))
+        _distinct_simulations(opened, simulation_id)
+        report = ImportReport()
+        async with store.connection() as conn:
+            sink = Sink(conn, report)
+            if experiment_id is not None:
+                await sink.experiment(
+                    {
+                        "experiment_id": experiment_id,
+                        "name": experiment_id,
+                        "metadata": {"agentfarm": {"sources": [f.path.name for f in opened]}},
+                    }
+                )
+            for file in opened:
+                await _import_file(
+                    sink,
+                    file,
+                    report,
+                    experiment_id=experiment_id,
+                    simulation_id=simulation_id,
+                    batch_size=batch_size,
+                    progress_stream=progress_stream,
+                    progress=progress,
+                )
+        return report
+    finally:
+        for file in opened:
+            file.close()
+
+
+def _distinct_simulations(files: Sequence[_File], simulation_id: str | None) -> None:
+    """Two per-simulation files may not map to one simulation id."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.per_experiment:
+            continue
+        name = simulation_id or f.path.stem
+        if name in seen:
+            raise SimSchemaError(
+                f"{seen[name]} and {f.path} would both be simulation {name!r}:"
+                " import them one at a time with --simulation-id"
+            )
+        seen[name] = f.path
