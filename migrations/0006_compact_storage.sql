@@ -504,10 +504,11 @@ COMMENT ON VIEW health_incidents IS
 -- module's bulk writers copy into the _data tables instead.
 CREATE FUNCTION insert_through_view() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    stored text := TG_TABLE_NAME || '_data';
     key_sim integer;
     key_agent integer;
-    n integer;
     row_json jsonb := to_jsonb(NEW);
+    columns text;
 BEGIN
     SELECT s.sim_key INTO key_sim FROM simulations s WHERE s.simulation_id = NEW.simulation_id;
     IF key_sim IS NULL THEN
@@ -518,6 +519,7 @@ BEGIN
                             NEW.simulation_id),
             TABLE = TG_TABLE_NAME, COLUMN = 'simulation_id';
     END IF;
+    row_json := row_json - 'simulation_id' || jsonb_build_object('sim_key', key_sim);
     IF row_json ? 'agent_id' THEN
         SELECT a.agent_key INTO key_agent FROM agents a
         WHERE a.simulation_id = NEW.simulation_id AND a.agent_id = row_json ->> 'agent_id';
@@ -529,53 +531,23 @@ BEGIN
                                 NEW.simulation_id, row_json ->> 'agent_id'),
                 TABLE = TG_TABLE_NAME, COLUMN = 'agent_id';
         END IF;
+        row_json := row_json - 'agent_id' || jsonb_build_object('agent_key', key_agent);
     END IF;
-    CASE TG_TABLE_NAME
-    WHEN 'agent_states' THEN
-        INSERT INTO agent_states_data (sim_key, step, agent_key, age, position_x, position_y,
-            position_z, resource_level, health, total_reward, is_defending, profile, memory,
-            relationships, extras)
-        VALUES (key_sim, NEW.step, key_agent, NEW.age, NEW.position_x, NEW.position_y,
-            NEW.position_z, NEW.resource_level, NEW.health, NEW.total_reward,
-            coalesce(NEW.is_defending, false), NEW.profile, NEW.memory, NEW.relationships,
-            NEW.extras);
-    WHEN 'agent_actions' THEN
-        n := coalesce(NEW.ordinal, (SELECT coalesce(max(ordinal) + 1, 0) FROM agent_actions_data
-                                    WHERE sim_key = key_sim AND step = NEW.step
-                                      AND agent_key = key_agent));
-        NEW.ordinal := n;
-        INSERT INTO agent_actions_data (resources_before, resources_after, reward, sim_key,
-            step, agent_key, state_before_step, state_after_step, ordinal, action_type,
-            action_target_id, details)
-        VALUES (NEW.resources_before, NEW.resources_after, NEW.reward, key_sim, NEW.step,
-            key_agent, NEW.state_before_step, NEW.state_after_step, n,
-            NEW.action_type, NEW.action_target_id, NEW.details);
-    WHEN 'resource_states' THEN
-        INSERT INTO resource_states_data (sim_key, step, resource_id, amount, position_x,
-            position_y)
-        VALUES (key_sim, NEW.step, NEW.resource_id, NEW.amount, NEW.position_x,
-            NEW.position_y);
-    WHEN 'learning_experiences' THEN
-        n := coalesce(NEW.ordinal, (SELECT coalesce(max(ordinal) + 1, 0)
-                                    FROM learning_experiences_data
-                                    WHERE sim_key = key_sim AND step = NEW.step
-                                      AND agent_key = key_agent));
-        NEW.ordinal := n;
-        INSERT INTO learning_experiences_data (reward, sim_key, step, agent_key, action_taken,
-            ordinal, module_type, module_id, action_taken_mapped, details)
-        VALUES (NEW.reward, key_sim, NEW.step, key_agent, NEW.action_taken, n,
-            NEW.module_type, NEW.module_id, NEW.action_taken_mapped, NEW.details);
-    WHEN 'health_incidents' THEN
-        n := coalesce(NEW.ordinal, (SELECT coalesce(max(ordinal) + 1, 0)
-                                    FROM health_incidents_data
-                                    WHERE sim_key = key_sim AND step = NEW.step
-                                      AND agent_key = key_agent));
-        NEW.ordinal := n;
-        INSERT INTO health_incidents_data (health_before, health_after, sim_key, step,
-            agent_key, ordinal, cause, details)
-        VALUES (NEW.health_before, NEW.health_after, key_sim, NEW.step, key_agent, n,
-            NEW.cause, NEW.details);
-    END CASE;
+    IF row_json ? 'ordinal' AND row_json -> 'ordinal' = 'null' THEN
+        -- the next ordinal of the agent at the step (the per-step key's last column)
+        EXECUTE format('SELECT coalesce(max(ordinal) + 1, 0) FROM %I'
+                       ' WHERE sim_key = $1 AND step = $2 AND agent_key = $3', stored)
+            INTO NEW.ordinal USING key_sim, NEW.step, key_agent;
+        row_json := row_json || jsonb_build_object('ordinal', NEW.ordinal);
+    END IF;
+    -- Every column of the view but the readable ids has the stored table's name, so a
+    -- column added to both needs nothing here; columns left NULL take their default.
+    SELECT jsonb_object_agg(key, value), string_agg(format('%I', key), ', ')
+    INTO row_json, columns
+    FROM jsonb_each(row_json) WHERE value <> 'null';  -- top-level only: JSON values stay
+    EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM jsonb_populate_record(NULL::%I, $1)',
+                   stored, columns, columns, stored)
+        USING row_json;
     RETURN NEW;
 END
 $$;

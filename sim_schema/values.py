@@ -135,6 +135,11 @@ def _surrogate_in(exc: UnicodeEncodeError) -> str:
     return _SURROGATE.format(exc.object[exc.start : exc.end])
 
 
+def sendable_text(text: object) -> bool:
+    """A string the server can store (no NUL, no lone surrogate): others cannot be an id."""
+    return type(text) is str and "\x00" not in text and _utf8_ok(text)
+
+
 def _utf8_ok(text: str) -> bool:
     """No lone surrogate: what PostgreSQL (UTF-8) can store. ASCII is decided in C."""
     if text.isascii():

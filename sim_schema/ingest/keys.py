@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from ..values import sendable_text
+
 _AGENT_KEYS = (
     "SELECT agent_id, agent_key FROM agents WHERE simulation_id = %s AND agent_id = ANY(%s)"
 )
@@ -24,19 +26,6 @@ _RESERVE = (
     "UPDATE simulations SET next_agent_key = next_agent_key + %s"
     " WHERE simulation_id = %s RETURNING next_agent_key - %s"
 )
-
-
-def sendable(text: Any) -> bool:
-    """A string the server can store (no NUL, no lone surrogate): others cannot be an id."""
-    if type(text) is not str or "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class AgentKeys:
@@ -66,7 +55,7 @@ class AgentKeys:
         not registered.
         """
         known = self.of(simulation_id, sim_key)
-        missing = [a for a in set(agent_ids) if a not in known and sendable(a)]
+        missing = [a for a in set(agent_ids) if a not in known and sendable_text(a)]
         if missing:
             cur = await conn.execute(_AGENT_KEYS, (simulation_id, missing))
             known.update(await cur.fetchall())
