@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim_schema.errors import ValidationError
+from sim_schema import cli
 from sim_schema.catalog import SPECS, Column
+from sim_schema.errors import ConfigurationError, ValidationError
+from sim_schema.names import validate_schema_name
+from sim_schema.settings import Settings
 from sim_schema.values import _check_column, _plainly_valid, validate
 
 ANY_VALUE = st.one_of(
@@ -94,3 +97,23 @@ def test_rows_from_mappings_match_row_by_row() -> None:
     wrong = {name: 0 for name in spec.names[1:-1]} | {"colour": 1, "simulation_id": "s"}
     with pytest.raises(ValidationError, match="no such column"):
         spec.rows("s", [wrong])
+
+
+@pytest.mark.parametrize(
+    "schema", ["pg_catalog", "pg_toast", "pg_temp_3", "pg_anything", "information_schema"]
+)
+def test_system_schemas_are_refused(schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigurationError, match=f"schema '{schema}' is a PostgreSQL system"):
+        validate_schema_name(schema)
+    with pytest.raises(ConfigurationError, match="system schema"):
+        Settings(dsn="postgresql://nobody@127.0.0.1:1/x", schema_name=schema)
+    assert cli.main(["--dsn", "postgresql://nobody@127.0.0.1:1/x", "--schema", schema,
+                     "status"]) == 2  # refused before connecting
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "system schema" in err
+
+
+@pytest.mark.parametrize("schema", ["Sim", "sim-x", "1sim", "a" * 64, "sim;drop", ""])
+def test_schema_names_that_need_quoting_are_refused(schema: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid schema name"):
+        validate_schema_name(schema)
