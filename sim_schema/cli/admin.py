@@ -1,6 +1,8 @@
 """`sim-schema delete-simulation | delete-experiment | archive | grant-read-only`.
 
 Deleting needs `--yes`; without it the command prints what would be deleted and exits 2.
+Simulations and experiments are named with `--simulation` / `--experiment`, as in every
+other command (the bare id of earlier releases still works, with a deprecation note).
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .. import admin
@@ -19,14 +20,14 @@ from . import common
 
 def register(sub: Any) -> None:
     p = sub.add_parser("delete-simulation", help="delete a simulation and all its rows")
-    p.add_argument("simulation")
+    common.add_id_option(p, "simulation")
     p.add_argument("--yes", action="store_true", help="really delete (else: show what would go)")
     p.set_defaults(handler=run_delete_simulation)
 
     p = sub.add_parser(
         "delete-experiment", help="delete an experiment (with --cascade: and its simulations)"
     )
-    p.add_argument("experiment")
+    common.add_id_option(p, "experiment")
     p.add_argument(
         "--cascade", action="store_true", help="also delete the simulations it still holds"
     )
@@ -36,8 +37,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "archive", help="export a simulation, verify the files, then delete it from the database"
     )
-    p.add_argument("--simulation", required=True)
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--simulation", required=True, metavar="ID")
+    common.add_out_option(p, "output directory")
     p.add_argument("--format", choices=FORMATS, default="csv")
     p.add_argument("--yes", action="store_true", help="really delete after a verified export")
     common.add_overwrite(p)
@@ -56,30 +57,30 @@ def register(sub: Any) -> None:
 
 
 def run_delete_simulation(args: argparse.Namespace) -> int:
+    simulation = common.given_id(args, "simulation")
     settings = common.settings_from(args)
     schema = settings.schema_name
     with connect(settings) as conn:
         if not args.yes:
-            admin.require_simulation(conn, args.simulation, schema=schema)
-            counts = admin.row_counts(conn, [args.simulation], schema=schema)
-            return _refuse(args, f"simulation {args.simulation!r}", counts)
-        counts = admin.delete_simulation(conn, args.simulation, schema=schema)
-    _report(args, f"deleted simulation {args.simulation!r}", counts)
+            admin.require_simulation(conn, simulation, schema=schema)
+            counts = admin.row_counts(conn, [simulation], schema=schema)
+            return _refuse(args, f"simulation {simulation!r}", counts)
+        counts = admin.delete_simulation(conn, simulation, schema=schema)
+    _report(args, f"deleted simulation {simulation!r}", counts)
     return common.EXIT_OK
 
 
 def run_delete_experiment(args: argparse.Namespace) -> int:
+    experiment = common.given_id(args, "experiment")
     settings = common.settings_from(args)
     schema = settings.schema_name
     with connect(settings) as conn:
         if not args.yes:
-            ids = admin.simulations_of(conn, args.experiment, schema=schema)
+            ids = admin.simulations_of(conn, experiment, schema=schema)
             counts = {"experiments": 1, **admin.row_counts(conn, ids, schema=schema)}
-            return _refuse(args, f"experiment {args.experiment!r}", counts)
-        counts = admin.delete_experiment(
-            conn, args.experiment, cascade=args.cascade, schema=schema
-        )
-    _report(args, f"deleted experiment {args.experiment!r}", counts)
+            return _refuse(args, f"experiment {experiment!r}", counts)
+        counts = admin.delete_experiment(conn, experiment, cascade=args.cascade, schema=schema)
+    _report(args, f"deleted experiment {experiment!r}", counts)
     return common.EXIT_OK
 
 

@@ -1,9 +1,9 @@
 """`sim-schema info | list | summary | compare | final | agents-over-time | query`: the
 analyst's read commands (the predecessor query tool's commands, across a whole database).
 
-Output is an aligned table on a terminal, `--json` (global flag) or `--csv` for scripts.
-Metric and parameter names are checked against the schema first; a wrong one exits 2
-with the valid names.
+Output is an aligned table on a terminal, `--json` or `--csv` (global options) for
+scripts. Metric and parameter names are checked against the schema first; a wrong one
+exits 2 with the valid names. A simulation or experiment named that does not exist exits 7.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ import csv
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import astuple, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TextIO
 
 import psycopg
 
 from ..errors import ConfigurationError, NotFound
 from ..read import queries, sqllib
-from ..store import Store, connect
+from ..store import Store
 from . import common
 
 Conn = psycopg.AsyncConnection[Any]
@@ -37,8 +39,7 @@ def register(sub: Any) -> None:
         if simulations:
             p.add_argument("--simulation", action="append", metavar="ID",
                            help="only this simulation (repeatable)")
-        p.add_argument("--csv", action="store_true", help="CSV on stdout")
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, prints_table=True)
         return p
 
     add("info", "experiments and how many simulations each has", run_info, simulations=False)
@@ -88,40 +89,47 @@ def _cell(value: Any) -> str:
 
 
 def _json_value(value: Any) -> Any:
+    """A value in its JSON type: numbers stay numbers (a whole `numeric` an integer)."""
     if value is None or isinstance(value, bool | int | float | str | dict | list):
         return value
+    if isinstance(value, Decimal):
+        exponent = value.as_tuple().exponent
+        return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
     return _cell(value)
 
 
 class Output:
-    """Writes rows as a table (collected, then aligned), CSV or a JSON array (streamed)."""
+    """Writes rows as a table (collected, then aligned), CSV or a JSON array (streamed).
+
+    Nothing is written before the first row or `close`, so a command that fails before
+    it has a row leaves stdout to its error report."""
 
     def __init__(self, args: argparse.Namespace, columns: Sequence[str],
                  out: TextIO | None = None) -> None:
-        self.mode = "json" if args.json else "csv" if getattr(args, "csv", False) else "table"
+        self.mode = "json" if args.json else "csv" if args.csv else "table"
         self.columns = list(columns)
         self.out = out or sys.stdout
         self.rows: list[list[str]] = []
         self.count = 0
         self._csv = csv.writer(self.out) if self.mode == "csv" else None
-        if self._csv is not None:
-            self._csv.writerow(self.columns)
-        elif self.mode == "json":
-            self.out.write("[")
 
     def write(self, row: Sequence[Any]) -> None:
         if self._csv is not None:
+            if not self.count:
+                self._csv.writerow(self.columns)
             self._csv.writerow(_cell(v) for v in row)
         elif self.mode == "json":
             obj = {c: _json_value(v) for c, v in zip(self.columns, row, strict=True)}
-            self.out.write(("," if self.count else "") + "\n" + json.dumps(obj))
+            self.out.write(("," if self.count else "[") + "\n" + json.dumps(obj))
         else:
             self.rows.append([_cell(v) for v in row])
         self.count += 1
 
     def close(self, empty: str = "(no rows)") -> None:
-        if self.mode == "json":
-            self.out.write("\n]\n" if self.count else "]\n")
+        if self._csv is not None and not self.count:
+            self._csv.writerow(self.columns)  # an empty result keeps its header
+        elif self.mode == "json":
+            self.out.write("\n]\n" if self.count else "[]\n")
         elif self.mode == "table":
             if not self.rows:
                 print(empty, file=self.out)
@@ -155,16 +163,22 @@ def _emit_records(args: argparse.Namespace, cls: type[Any], records: Iterable[An
 
 async def _check_scope(conn: Conn, args: argparse.Namespace) -> None:
     """Named simulations and experiments must exist (a typo is not an empty result)."""
-    if getattr(args, "experiment", None) is not None:
-        await queries.experiments(conn, args.experiment)
     wanted = getattr(args, "simulation", None)
-    if wanted:
-        ids = wanted if isinstance(wanted, list) else [wanted]
+    await _require(conn, [wanted] if isinstance(wanted, str) else wanted,
+                   getattr(args, "experiment", None))  # fmt: skip
+
+
+async def _require(conn: Conn, simulation_ids: Sequence[str] | None,
+                   experiment_id: str | None) -> None:
+    """`NotFound` quoting each simulation id or the experiment id that does not exist."""
+    if experiment_id is not None:
+        await queries.experiments(conn, experiment_id)
+    if simulation_ids:
         found = {s.simulation_id for s in await queries.simulation_summaries(
-            conn, simulation_ids=ids)}
-        missing = [i for i in ids if i not in found]
+            conn, simulation_ids=simulation_ids)}
+        missing = [i for i in simulation_ids if i not in found]
         if missing:
-            raise NotFound(f"simulation(s) not found: {', '.join(missing)}")
+            raise NotFound(f"simulation(s) not found: {', '.join(map(repr, missing))}")
 
 
 # --- handlers ------------------------------------------------------------------------
@@ -209,18 +223,19 @@ def run_compare(args: argparse.Namespace) -> int:
         points = queries.compare_metric(
             conn, args.metric, simulation_ids=args.simulation, experiment_id=args.experiment,
             start_step=args.start_step, end_step=args.end_step)
-        if args.json or args.csv:  # long format, streamed
-            output = Output(args, ["simulation_id", "step", args.metric])
+        async with aclosing(points):  # stopped early (`| head`): the connection is freed
+            if args.json or args.csv:  # long format, streamed
+                output = Output(args, ["simulation_id", "step", args.metric])
+                async for p in points:
+                    output.write((p.simulation_id, p.step, p.value))
+                output.close()
+                return common.EXIT_OK
+            # A terminal gets one column per simulation.
+            table: dict[int, dict[str, int | float | None]] = {}
+            sims: dict[str, None] = {}
             async for p in points:
-                output.write((p.simulation_id, p.step, p.value))
-            output.close()
-            return common.EXIT_OK
-        # A terminal gets one column per simulation.
-        table: dict[int, dict[str, float | None]] = {}
-        sims: dict[str, None] = {}
-        async for p in points:
-            sims[p.simulation_id] = None
-            table.setdefault(p.step, {})[p.simulation_id] = p.value
+                sims[p.simulation_id] = None
+                table.setdefault(p.step, {})[p.simulation_id] = p.value
         return _emit(args, ["step", *sims],
                      ([step, *(table[step].get(s) for s in sims)] for step in sorted(table)))
     return _with_conn(args, work)
@@ -278,19 +293,25 @@ def run_query(args: argparse.Namespace) -> int:
                      ((q.name, ", ".join(q.parameters), q.title) for q in library.values()))
     query = sqllib.get_query(args.name)
     params = query.bind(_params(args.param))
-    # A server-side cursor: rows arrive in batches, and the columns are known up front
-    # (a CSV header even for an empty result).
-    with (connect(common.settings_from(args)) as conn, conn.transaction(),
-          conn.cursor(name="sim_schema_query") as cur):
-        try:
-            cur.execute(query.statement, params)
-        except psycopg.errors.DataError as exc:  # a parameter value of the wrong type
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigurationError(
-                f"query {query.name!r}: bad parameter value: {first}"
-            ) from None
-        output = Output(args, [c.name for c in cur.description or []])
-        for row in cur:
-            output.write(row)
-        output.close()
-    return common.EXIT_OK
+
+    async def work(conn: Conn) -> int:
+        simulation = params.get("simulation_id")
+        await _require(conn, None if simulation is None else [simulation],
+                       params.get("experiment_id"))  # fmt: skip
+        # A server-side cursor: rows arrive in batches, and the columns are known up front
+        # (a CSV header even for an empty result).
+        async with conn.transaction(), conn.cursor(name="sim_schema_query") as cur:
+            try:
+                await cur.execute(query.statement, params)
+            except psycopg.errors.DataError as exc:  # a parameter value of the wrong type
+                first = str(exc).strip().splitlines()[0]
+                raise ConfigurationError(
+                    f"query {query.name!r}: bad parameter value: {first}"
+                ) from None
+            output = Output(args, [c.name for c in cur.description or []])
+            async for row in cur:
+                output.write(row)
+            output.close()
+        return common.EXIT_OK
+
+    return _with_conn(args, work)

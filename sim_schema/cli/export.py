@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from ..catalog import INTERNAL_TABLES
 from ..read.export import FORMATS, export, export_decisions, validate_format, validate_tables
 from ..store import connect
 from . import common
@@ -17,13 +17,15 @@ def register(sub: Any) -> None:
         "export", help="export simulations to CSV, JSONL or Parquet (one file per table)"
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--simulation", action="append", help="a simulation id (repeatable)")
-    which.add_argument("--experiment", help="every simulation of this experiment")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    which.add_argument("--simulation", action="append", metavar="ID",
+                       help="a simulation id (repeatable)")  # fmt: skip
+    which.add_argument("--experiment", metavar="ID", help="every simulation of this experiment")
+    common.add_out_option(p, "output directory")
     p.add_argument("--format", choices=FORMATS, default="csv")
     p.add_argument(
         "--tables",
-        help="comma-separated tables (default: every data table with rows for the selection)",
+        help="comma-separated tables (default: every data table with rows for the selection;"
+        " the ingest ledger, ingest_batches, only when named)",
     )
     p.add_argument(
         "--include-empty", action="store_true", help="also write files for tables with no rows"
@@ -34,10 +36,11 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_export)
 
     p = sub.add_parser("export-decisions", help="agent decisions as JSONL training data")
-    p.add_argument("--out", type=Path, required=True, help="output file (.jsonl)")
+    common.add_out_option(p, "output file (.jsonl)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--simulation", action="append", help="a simulation id (repeatable)")
-    which.add_argument("--experiment", help="every simulation of this experiment")
+    which.add_argument("--simulation", action="append", metavar="ID",
+                       help="a simulation id (repeatable)")  # fmt: skip
+    which.add_argument("--experiment", metavar="ID", help="every simulation of this experiment")
     p.add_argument("--agent", action="append", help="an agent id (repeatable)")
     p.add_argument("--min-rating", type=float, help="only decisions rated at least this")
     p.add_argument("--rated-only", action="store_true", help="only decisions with a rating")
@@ -46,7 +49,9 @@ def register(sub: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    tables = validate_tables([t.strip() for t in args.tables.split(",")] if args.tables else None)
+    # None: the export's own default (tables with rows, no ledger); a list: exactly those.
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    validate_tables(tables)
     validate_format(args.format)
     settings = common.settings_from(args)
     with connect(settings) as conn:
@@ -69,7 +74,10 @@ def run_export(args: argparse.Namespace) -> int:
         for table, rec in manifest.tables.items():
             print(f"{table:22s} {rec.rows:>12,} rows {rec.bytes:>14,} bytes  {args.out / rec.file}")
         if manifest.empty:
-            print(f"no rows, no file: {', '.join(manifest.empty)}")
+            print(f"no rows, no file: {', '.join(manifest.empty)} (--include-empty writes them)")
+        if tables is None:
+            print(f"not exported: {', '.join(sorted(INTERNAL_TABLES))} (the ingest ledger;"
+                  " --tables names it to include it)")  # fmt: skip
         print(f"manifest: {args.out / 'manifest.json'}")
     return common.EXIT_OK
 

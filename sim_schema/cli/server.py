@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import embedded
+from ..settings import Settings
+from ..store import database_exists
 from . import common
 
 
@@ -31,15 +33,29 @@ def run_server(args: argparse.Namespace) -> int:
             f"stopped the server in {data_dir}" if stopped else f"no server running in {data_dir}",
         )
         return common.EXIT_OK
-    if args.action == "status" and not (data_dir / "postmaster.pid").exists():
+    if args.action == "status" and embedded.running_dsn(data_dir) is None:
         _say(args, {"data_dir": str(data_dir), "running": False}, f"not running ({data_dir})")
         return common.EXIT_NOT_FOUND
     dsn = embedded.start(data_dir, fresh=args.fresh)
+    demo = embedded.database_dsn(dsn)
+    has_demo = database_exists(Settings(dsn=dsn), embedded.DEMO_DATABASE)
+    schema = common.option_settings(args).schema_name
+    used = data_dir == embedded.default_data_dir().expanduser().resolve()
+    lines = [f"running: {dsn}", f"  data: {data_dir}"]
+    if has_demo:
+        note = " (sim-schema commands with no DSN use it)" if used else ""
+        lines.append(f"  demo database: {embedded.DEMO_DATABASE}{note}")
+    else:
+        lines.append(f"  demo database: none yet (`sim-schema demo` makes "
+                     f"{embedded.DEMO_DATABASE})")  # fmt: skip
+    lines.append("  psql: " + common.psql_line(demo if has_demo else dsn, schema,
+                                                embedded.psql_path()))  # fmt: skip
     _say(
         args,
-        {"data_dir": str(data_dir), "running": True, "dsn": dsn},
-        f'running: {dsn}\n  data: {data_dir}\n  psql: {embedded.psql_path()} "{dsn}"',
-    )
+        {"data_dir": str(data_dir), "running": True, "dsn": dsn,
+         "demo_dsn": demo if has_demo else None},
+        "\n".join(lines),
+    )  # fmt: skip
     return common.EXIT_OK
 
 

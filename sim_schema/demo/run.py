@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from .. import repositories as repo
 from ..ingest.experiment import ExperimentManager, SimulationContext
 from ..models import AgentDecisionCreate
@@ -24,6 +26,8 @@ from ..store import Store
 from .model import Agent, World
 
 REGEN_RATES = (0.6, 0.9, 1.2)
+EXPERIMENT_NAME = "Resource regrowth sweep"
+PARAMETER = "regen_rate"  # the parameter the simulations differ by
 
 
 @dataclass
@@ -32,9 +36,44 @@ class DemoResult:
     simulation_ids: list[str]
     rows_logged: int
     seconds: float
+    experiment_name: str = EXPERIMENT_NAME
     summaries: list[queries.SimulationSummary] = field(default_factory=list)
-    population: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)
+    population: dict[str, list[tuple[int, int | float | None]]] = field(default_factory=dict)
     compare_seconds: float = 0.0
+    rates: dict[str, float] = field(default_factory=dict)  # simulation id -> regen_rate
+
+    def label(self, simulation_id: str) -> str:
+        """A simulation by the value of the parameter it differs by: `regen_rate=0.6`."""
+        return f"{PARAMETER}={self.rates[simulation_id]:g}"
+
+
+@dataclass(frozen=True)
+class DatabaseContents:
+    """How much a database holds, for the demo to say after adding its rows."""
+
+    experiments: int
+    simulations: int
+    bytes: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.experiments:,} experiment(s), {self.simulations:,} simulation(s), "
+            f"{self.bytes / 2**20:,.0f} MB"
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"experiments": self.experiments, "simulations": self.simulations,
+                "bytes": self.bytes}  # fmt: skip
+
+
+def database_contents(conn: psycopg.Connection[Any]) -> DatabaseContents:
+    """Experiments, simulations and size of the database (search path: the module's schema)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM experiments), (SELECT count(*) FROM simulations),"
+        " pg_database_size(current_database())"
+    ).fetchone()
+    assert row is not None
+    return DatabaseContents(int(row[0]), int(row[1]), int(row[2]))
 
 
 def regen_rates(simulations: int) -> list[float]:
@@ -149,23 +188,24 @@ async def run_demo(
     agents: int = 250,
     steps: int = 300,
     seed: int = 7,
+    experiment_id: str | None = None,
     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> DemoResult:
     started = time.monotonic()
-    experiment_id = "demo_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S_%f")
+    experiment_id = experiment_id or "demo_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S_%f")
     rates = regen_rates(simulations)
     total = 0
     async with ExperimentManager(
         store,
         experiment_id,
-        name="Resource regrowth sweep",
+        name=EXPERIMENT_NAME,
         hypothesis="faster resource regrowth sustains a larger population",
-        variables={"regen_rate": rates},
+        variables={PARAMETER: rates},
     ) as manager:
         contexts: list[tuple[SimulationContext, World]] = []
         for i, rate in enumerate(rates):
-            params = {"regen_rate": rate, "agents": agents, "steps": steps, "seed": seed + i}
-            ctx = await manager.create_simulation(f"{experiment_id}_regen_{rate}", params)
+            params = {PARAMETER: rate, "agents": agents, "steps": steps, "seed": seed + i}
+            ctx = await manager.create_simulation(f"{experiment_id}_{PARAMETER}_{rate}", params)
             contexts.append((ctx, World(seed=seed + i, agents=agents, regen_rate=rate)))
         counts = await asyncio.gather(*(_run_one(c, w, steps, report) for c, w in contexts))
         total = sum(counts)
@@ -179,8 +219,9 @@ async def run_demo(
                 },
             )
     result = DemoResult(
-        experiment_id, [c.simulation_id for c, _ in contexts], total, time.monotonic() - started
-    )
+        experiment_id, [c.simulation_id for c, _ in contexts], total, time.monotonic() - started,
+        rates={c.simulation_id: rate for (c, _), rate in zip(contexts, rates, strict=True)},
+    )  # fmt: skip
     async with store.connection() as conn:
         result.summaries = await queries.simulation_summaries(conn, experiment_id=experiment_id)
         t0 = time.monotonic()
@@ -194,22 +235,22 @@ async def run_demo(
 
 def format_report(result: DemoResult, every: int = 50) -> str:
     lines = [
-        f"experiment {result.experiment_id}: {len(result.simulation_ids)} simulations, "
-        f"{result.rows_logged:,} rows in {result.seconds:.1f} s "
+        f"experiment {result.experiment_id} ({result.experiment_name}): "
+        f"{len(result.simulation_ids)} simulations, "
+        f"{result.rows_logged:,} rows added in {result.seconds:.1f} s "
         f"({result.rows_logged / max(result.seconds, 1e-9):,.0f} rows/s)",
         "",
     ]
     header = (
-        f"{'simulation':<44} {'regen':>5} {'agents':>6} {'births':>6} {'deaths':>6} "
+        f"{'simulation':<44} {PARAMETER:>10} {'agents':>6} {'births':>6} {'deaths':>6} "
         f"{'final pop':>9} {'avg health':>10}"
     )
     lines += ["per-simulation summary", header, "-" * len(header)]
     for s in result.summaries:
-        regen = s.parameters.get("regen_rate") if isinstance(s.parameters, dict) else None
         health = s.final_average_agent_health
         lines.append(
-            f"{s.simulation_id:<44} {regen!s:>5} {s.agents:>6} {s.births:>6} "
-            f"{s.deaths:>6} {s.final_total_agents!s:>9} "
+            f"{s.simulation_id:<44} {result.rates[s.simulation_id]:>10g} {s.agents:>6} "
+            f"{s.births:>6} {s.deaths:>6} {s.final_total_agents!s:>9} "
             f"{(f'{health:.1f}' if health is not None else '-'):>10}"
         )
     sims = list(result.population)
@@ -218,26 +259,24 @@ def format_report(result: DemoResult, every: int = 50) -> str:
         f"cross-simulation comparison: total_agents by step "
         f"(query took {result.compare_seconds * 1000:.0f} ms)",
     ]
-    lines.append(f"{'step':>6} " + " ".join(f"{_short(s):>12}" for s in sims))
+    width = max(12, *(len(result.label(s)) for s in sims))
+    lines.append(f"{'step':>6} " + " ".join(f"{result.label(s):>{width}}" for s in sims))
     steps = sorted({step for pts in result.population.values() for step, _ in pts})
     by_sim = {s: dict(pts) for s, pts in result.population.items()}
     for step in steps:
         if step % every == 0 or step == steps[-1]:
-            cells = " ".join(f"{_fmt(by_sim[s].get(step)):>12}" for s in sims)
+            cells = " ".join(f"{_fmt(by_sim[s].get(step)):>{width}}" for s in sims)
             lines.append(f"{step:>6} {cells}")
     return "\n".join(lines)
-
-
-def _short(simulation_id: str) -> str:
-    return simulation_id.rsplit("_", 2)[-2] + "=" + simulation_id.rsplit("_", 1)[-1]
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def write_chart(result: DemoResult, path: Path) -> Path:
-    """A PNG of population over time per simulation (needs the `[plot]` extra)."""
+def chart_figure(result: DemoResult) -> Any:
+    """The population chart as a matplotlib Figure (needs the `[plot]` extra): one line per
+    simulation, labelled by its parameter, the y axis from 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,13 +285,22 @@ def write_chart(result: DemoResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for sim, points in result.population.items():
         ys = [float("nan") if p[1] is None else p[1] for p in points]
-        ax.plot([p[0] for p in points], ys, label=_short(sim))
+        ax.plot([p[0] for p in points], ys, label=result.label(sim))
     ax.set_xlabel("step")
     ax.set_ylabel("agents alive")
-    ax.set_title(f"Population over time - {result.experiment_id}")
-    ax.legend(title="simulation")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{result.experiment_name}: population over time")
+    ax.legend(title=f"simulation ({result.experiment_id})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def write_chart(result: DemoResult, path: Path) -> Path:
+    """A PNG of population over time per simulation (needs the `[plot]` extra)."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(result)
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -15,6 +15,7 @@ against the catalog before it becomes an identifier.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -109,7 +110,7 @@ class EnvironmentDiff:
 class MetricPoint:
     simulation_id: str
     step: int
-    value: float | None
+    value: int | float | None  # an integer column's value stays an int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +134,11 @@ class SimulationSummary:
 
 @dataclass(frozen=True, slots=True)
 class ParameterAggregate:
-    value: str | None
+    value: Any  # the parameter's value as stored (JSON): 1, 0.5, "fast", None if absent
     simulations: int
     mean: float | None
-    minimum: float | None
-    maximum: float | None
+    minimum: int | float | None  # of the metric's own type
+    maximum: int | float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,17 +363,19 @@ async def metric_expression(
 ) -> tuple[sql.Composable, list[Any]]:
     """The SQL for a step metric: a catalog column, or a numeric key of `metrics` jsonb,
     written `name` or `metrics.name`. Any other name raises ConfigurationError quoting it
-    as given and listing every valid name."""
+    as given and listing every valid name.
+
+    Values keep their type: an integer column's are integers, a `metrics` key's are the
+    JSON numbers as logged (jsonb; `::float8` where an average is taken)."""
     columns = step_metric_columns()
     name = metric.removeprefix("metrics.")
     if metric in columns:
-        return sql.SQL("st.{}::float8").format(sql.Identifier(metric)), []
+        return sql.SQL("st.{}").format(sql.Identifier(metric)), []
     keys = await _metric_keys(conn, simulation_ids, experiment_id)
     if name in keys or await _has_metric_key(conn, name, simulation_ids, experiment_id):
         # a non-numeric value reads as NULL instead of failing the whole query
         return sql.SQL(
-            "CASE WHEN jsonb_typeof(st.metrics -> %s) = 'number'"
-            " THEN (st.metrics ->> %s)::float8 END"
+            "CASE WHEN jsonb_typeof(st.metrics -> %s) = 'number' THEN st.metrics -> %s END"
         ), [name, name]
     valid = ", ".join([*columns, *(f"metrics.{k}" for k in keys)])
     raise ConfigurationError(f"unknown step metric {metric!r}; valid: {valid}")
@@ -407,8 +410,10 @@ async def compare_metric(
         "SELECT st.simulation_id, st.step, {} AS value FROM simulation_steps st"
         " JOIN simulations s USING (simulation_id) WHERE {}{} ORDER BY st.simulation_id, st.step"
     ).format(expr, scope, sql.Composed(bounds))
-    async for point in _stream(conn, class_row(MetricPoint), query, [*expr_params, *params]):
-        yield point
+    stream = _stream(conn, class_row(MetricPoint), query, [*expr_params, *params])
+    async with aclosing(stream):  # a caller that stops early frees the connection at once
+        async for point in stream:
+            yield point
 
 
 async def simulation_summaries(
@@ -433,7 +438,8 @@ async def aggregate_by_parameter(
     simulation_ids: Sequence[str] | None = None,
     experiment_id: str | None = None,
 ) -> list[ParameterAggregate]:
-    """The final-step value of `metric`, aggregated over simulations grouped by a parameter."""
+    """The final-step value of `metric`, aggregated over simulations grouped by a parameter
+    (its value as stored: a number stays a number, and numbers sort as numbers)."""
     scope, params = _scope(simulation_ids, experiment_id)
     keys_query = sql.SQL(
         "SELECT DISTINCT k FROM simulations s, jsonb_object_keys(s.parameters) k"
@@ -449,10 +455,14 @@ async def aggregate_by_parameter(
     )
     query = sql.SQL(
         """
-        SELECT f.value, count(*)::int AS simulations, avg(f.metric) AS mean,
-               min(f.metric) AS minimum, max(f.metric) AS maximum
+        SELECT f.value, count(*)::int AS simulations, avg(f.metric::float8) AS mean,
+               -- min and max that keep the type (jsonb has an order but no min/max)
+               (array_agg(f.metric ORDER BY f.metric) FILTER (WHERE f.metric IS NOT NULL))[1]
+                   AS minimum,
+               (array_agg(f.metric ORDER BY f.metric DESC)
+                   FILTER (WHERE f.metric IS NOT NULL))[1] AS maximum
         FROM (
-            SELECT s.parameters ->> %s AS value, last.metric
+            SELECT s.parameters -> %s AS value, last.metric
             FROM simulations s
             LEFT JOIN LATERAL (
                 SELECT {} AS metric FROM simulation_steps st

@@ -46,16 +46,17 @@ class LibraryQuery:
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters for `execute`, refusing missing or unknown names by name."""
         missing = [p for p in self.parameters if p not in values and p not in self.optional]
-        unknown = sorted(set(values) - set(self.parameters))
+        unknown = [name for name in values if name not in self.parameters]
         if missing or unknown:
-            problems = []
-            if missing:
-                problems.append(f"missing {', '.join(missing)}")
-            if unknown:
-                problems.append(f"unknown {', '.join(unknown)}")
-            expected = ", ".join(self.parameters) or "(none)"
+            problems = [
+                f"{what} parameter{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
+                for what, names in (("unknown", unknown), ("missing", missing))
+                if names
+            ]
+            takes = [p + (" (optional)" if p in self.optional else "") for p in self.parameters]
             raise ConfigurationError(
-                f"query {self.name!r}: {'; '.join(problems)} parameter(s); it takes: {expected}"
+                f"query {self.name!r}: {'; '.join(problems)}; it takes: "
+                f"{', '.join(takes) or '(none)'}"
             )
         return {p: values.get(p) for p in self.parameters}
 

@@ -49,7 +49,7 @@ def test_summary_csv_and_final_by_parameter(
     code, out, _ = run(dsn, capsys, "--json", "final", "--experiment", EXPERIMENT,
                        "--by-parameter", "rate", "--metric", "total_agents")
     groups = json.loads(out)
-    assert [(g["rate"], g["simulations"]) for g in groups] == [("0.1", 2), ("0.2", 1)]
+    assert [(g["rate"], g["simulations"]) for g in groups] == [(0.1, 2), (0.2, 1)]
     last = {r["simulation_id"]: r["total_agents"] for r in seed.rows("simulation_steps")
             if r["step"] == 29}
     assert groups[1]["mean_total_agents"] == last["sim_c"]
@@ -112,7 +112,7 @@ def test_query_runs_a_library_file(
     exps = seed.rows("learning_experiences", "sim_a")
     assert code == 0 and sum(r["experiences"] for r in rows) == len(exps)
     code, _, err = run(dsn, capsys, "query", "learning_progress", "--param", "simulation_id=x")
-    assert code == 2 and "missing bucket_size" in err
+    assert code == 2 and "missing parameter 'bucket_size'" in err
     code, _, err = run(dsn, capsys, "query", "nope")
     assert code == 2 and "valid:" in err
 

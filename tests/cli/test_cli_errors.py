@@ -38,8 +38,8 @@ def commands(out: Path) -> dict[str, list[str]]:
             "--out",
             str(out / "d.jsonl"),
         ],
-        "delete-simulation": ["delete-simulation", "s1", "--yes"],
-        "delete-experiment": ["delete-experiment", "e1", "--yes"],
+        "delete-simulation": ["delete-simulation", "--simulation", "s1", "--yes"],
+        "delete-experiment": ["delete-experiment", "--experiment", "e1", "--yes"],
         "archive": ["archive", "--simulation", "s1", "--out", str(out / "archive"), "--yes"],
         "grant-read-only": ["grant-read-only", "analyst_role_missing"],
     }

@@ -174,6 +174,7 @@ async def test_compare_metric_column_and_json_key(seed: Seed, aconn: Any) -> Non
         for r in seed.rows("simulation_steps") if r["simulation_id"] != "solo"
     )
     assert [(p.simulation_id, p.step, p.value) for p in got] == want
+    assert all(type(p.value) is int for p in got)  # an integer column stays an integer
     some = [p async for p in q.compare_metric(aconn, "metrics.custom_score",
                                               simulation_ids=["sim_a", "solo"], end_step=4)]
     assert [(p.simulation_id, p.step, p.value) for p in some] == sorted(
@@ -209,9 +210,12 @@ async def test_final_summary_and_parameter_aggregation(seed: Seed, aconn: Any) -
 
     agg = await q.aggregate_by_parameter(aconn, "food", "total_agents", experiment_id=EXPERIMENT)
     finals = {s: last[s]["total_agents"] for s in ("sim_a", "sim_b", "sim_c")}
-    assert [(a.value, a.simulations) for a in agg] == [("1", 1), ("2", 2)]
+    assert [(a.value, a.simulations) for a in agg] == [(1, 1), (2, 2)]
+    assert all(type(a.value) is int for a in agg)  # the parameter's value as stored
     assert agg[1].mean == pytest.approx((finals["sim_b"] + finals["sim_c"]) / 2)
     assert agg[1].maximum == max(finals["sim_b"], finals["sim_c"])
+    assert agg[1].minimum == min(finals["sim_b"], finals["sim_c"])
+    assert type(agg[1].maximum) is int and type(agg[1].minimum) is int  # an integer metric
     with pytest.raises(ConfigurationError, match="valid: food, rate"):
         await q.aggregate_by_parameter(aconn, "fod", "total_agents", experiment_id=EXPERIMENT)
 
@@ -282,7 +286,8 @@ async def test_json_metric_beyond_the_sample_and_non_numeric_values(
     )
     points = [p async for p in q.compare_metric(aconn, "late", simulation_ids=["solo"],
                                                 start_step=27)]
-    assert [(p.step, p.value) for p in points] == [(27, None), (28, 5.0), (29, None)]
+    assert [(p.step, p.value) for p in points] == [(27, None), (28, 5), (29, None)]
+    assert type(points[1].value) is int  # the JSON number as logged
 
 
 async def test_json_metric_key_outside_the_sampled_rows_is_found(aconn: Any) -> None:

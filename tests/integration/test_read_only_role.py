@@ -88,6 +88,9 @@ def test_read_only_role_reads_everything_and_writes_nothing(
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"permission|owner"):
                 analyst.execute(statement)
+        for statement in ("UPDATE agent_states SET health = 0", "DELETE FROM agent_actions"):
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="view"):
+                analyst.execute(statement)
     assert conn.execute("SELECT count(*) FROM simulations").fetchone() == (1,)
     assert conn.execute("SELECT count(*) FROM table_after").fetchone() == (1,)
 

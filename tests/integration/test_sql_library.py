@@ -238,9 +238,9 @@ def simulation_summaries(s: Seed) -> Rows:
 
 
 def parameter_sweep(s: Seed) -> Rows:
-    groups: dict[str, list[Row]] = defaultdict(list)
+    groups: dict[Any, list[Row]] = defaultdict(list)  # by the value as stored: 1, not "1"
     for sim in _experiment_sims(s):
-        groups[str(sim["parameters"]["food"])].append(_final(s, sim["simulation_id"]))
+        groups[sim["parameters"]["food"]].append(_final(s, sim["simulation_id"]))
     return [
         (v, len(g), mean(f["total_agents"] for f in g), mean(f["total_resources"] for f in g),
          mean(f["average_reward"] for f in g))
@@ -326,8 +326,12 @@ def test_headers_document_parameters_and_results() -> None:
 
 def test_bind_names_missing_and_unknown_parameters() -> None:
     query = sqllib.get_query("agent_history")
-    with pytest.raises(ConfigurationError, match="missing agent_id; unknown step"):
+    with pytest.raises(ConfigurationError) as info:
         query.bind({"simulation_id": "x", "step": 1})
+    assert str(info.value) == (
+        "query 'agent_history': unknown parameter 'step'; missing parameter 'agent_id'; it takes:"
+        " simulation_id, agent_id, start_step (optional), end_step (optional)"
+    )
     bound = query.bind({"simulation_id": "x", "agent_id": "a"})  # optional ones are NULL
     assert bound == {"simulation_id": "x", "agent_id": "a", "start_step": None, "end_step": None}
     assert query.optional == {"start_step", "end_step"}
