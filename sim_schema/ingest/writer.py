@@ -44,7 +44,7 @@ from ..values import VALIDATION_STEP, validate
 from .keys import AgentKeys, reserve_agent_keys
 
 # The dumper each column kind is sent with; jsonb payloads are already encoded (above).
-_WIRE_TYPE: dict[str, str] = {
+WIRE_TYPE: dict[str, str] = {
     "text": "text",
     "int2": "int2",
     "int4": "int4",
@@ -54,6 +54,7 @@ _WIRE_TYPE: dict[str, str] = {
     "jsonb": "bytea",
     "uuid": "uuid",
     "text[]": "text[]",
+    "timestamptz": "timestamptz",
 }
 _KEY_WIRE_TYPE = "int4"  # sim_key and agent_key
 
@@ -112,7 +113,7 @@ def _idents(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
 def _target(name: str) -> _Target:
     spec = spec_of(name)
     t = table(name)
-    names, types = spec.target_names, tuple(_WIRE_TYPE[c.kind] for c in spec.columns)
+    names, types = spec.target_names, tuple(WIRE_TYPE[c.kind] for c in spec.columns)
     if spec.storage is not None:
         keyed = {spec.storage.column(n) for n in ("simulation_id", "agent_id")}
         types = tuple(
