@@ -41,7 +41,16 @@ from ..models import ExperimentStatus, SimulationStatus
 from ..progress import Progress
 from ..repositories.imported import insert_many_if_absent
 from ..store import Store
-from .mapping import UNKNOWN, BadValue, constant, counter, defaulting, json_or_text, status
+from .mapping import (
+    UNKNOWN,
+    BadValue,
+    constant,
+    counter,
+    defaulting,
+    farm_state_step,
+    json_or_text,
+    status,
+)
 from .report import ImportReport, TableReport
 from .sink import DEFAULT_BATCH_SIZE, Sink, prefetched
 
@@ -176,16 +185,6 @@ def _boolean(value: Any) -> Any:
     raise BadValue(f"{value!r} is not a boolean (0 or 1)")
 
 
-def _state_step(value: Any) -> Any:
-    """The step of a farm state id "agent_id-step" (agent ids may contain '-')."""
-    if value is None:
-        return None
-    _, sep, step = str(value).rpartition("-")
-    if not sep or not step.isdigit():
-        raise BadValue(f"{value!r} is not a state id 'agent_id-step'")
-    return int(step)
-
-
 def _timestamp(value: Any) -> datetime | None:
     """A farm DATETIME (SQLAlchemy's ISO text; naive means UTC)."""
     if value is None:
@@ -291,7 +290,7 @@ def _convert(report: TableReport, col: Column, farm: str) -> Callable[[Any], Any
     elif col.kind == "jsonb":
         convert = json_or_text(counter(report, f"{col.name}: not JSON text, kept as a string"))
     elif farm in ("state_before_id", "state_after_id"):
-        convert = _state_step
+        convert = farm_state_step
     if not col.nullable:
         default = (
             col.default

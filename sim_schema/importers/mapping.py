@@ -49,6 +49,17 @@ def json_or_text(count: Callable[[], None]) -> Callable[[Any], Any]:
     return convert
 
 
+def farm_state_step(value: Any) -> Any:
+    """The step of an AgentFarm state id "agent_id-step" (agent ids may contain '-'); a
+    step given as an integer is that step."""
+    if value is None or type(value) is int:
+        return value
+    _, sep, step = str(value).rpartition("-")
+    if not sep or not step.isdigit():
+        raise BadValue(f"{value!r} is not a state id 'agent_id-step'")
+    return int(step)
+
+
 def defaulting(
     convert: Callable[[Any], Any] | None, default: Any, count: Callable[[], None]
 ) -> Callable[[Any], Any]:
