@@ -362,13 +362,14 @@ async def _import_table(
     progress_stream: TextIO | None,
 ) -> None:
     name = plan.data.table
-    cur = await source.conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-            source.ident(name), _trail_filter("trails" in params)
-        ),
-        params,
+    count = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        source.ident(name), _trail_filter("trails" in params)
     )
-    total = (await cur.fetchone() or (0,))[0]
+    try:
+        cur = await source.conn.execute(count, params)
+        total = (await cur.fetchone() or (0,))[0]
+    except psycopg.Error as exc:
+        raise SourceError(source.label, f"cannot be read: {reason(exc)}", table=name) from None
     with Progress(f"onesim {name}", total, stream=progress_stream, enabled=progress) as bar:
         async for sim, rows in ahead(_batches(source, plan, params, batch_size, bar)):
             if not sink.has_simulation(sim):
