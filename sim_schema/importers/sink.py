@@ -6,7 +6,8 @@ results, agent decisions) take a staged COPY (`copy_plain`): the batch is checke
 same value rules, copied into a temporary table and inserted from there unless its key is
 stored, in one transaction.
 
-Importing again changes nothing, and an interrupted import resumes: before the first
+Importing again changes nothing (the importers' batches are not recorded in the ingest
+ledger), and an interrupted import resumes: before the first
 batch of a (simulation, table) the sink asks whether that simulation holds rows of the
 table already (`ingest.resume.stored_steps`). If it does, its batches are written with
 the writer's replay check (`check_stored=True`): rows stored identically are skipped,
@@ -100,6 +101,7 @@ class Sink:
                 simulation_id,
                 [CopyBatch(uuid.uuid4(), rows)],
                 check_stored=check,
+                ledger=False,  # a re-run recognises the rows by content: it leaves no trace
             )
         skipped = self.writer.rows_skipped - before
         report.rows_written += len(rows) - skipped

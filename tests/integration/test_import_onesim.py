@@ -134,7 +134,7 @@ async def test_values_column_by_column(store: Store, conn: psycopg.Connection[An
 
 
 def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
-    tables = [*KEYS, "simulations", "experiments"]
+    tables = [*KEYS, "simulations", "experiments", "ingest_batches"]
     return {t: sorted(map(repr, conn.execute(f"SELECT * FROM {t}").fetchall())) for t in tables}
 
 
