@@ -5,7 +5,7 @@ idempotent re-import of the same file.
     python -m benchmarks.import_agentfarm --agents 1000 --steps 1000   # a 1M-state file
     python -m benchmarks.import_agentfarm --dsn postgresql://... --agents 20 --steps 50
 
-The farm file (tests/farm_files.py's schema, read from seed 001) holds `agents` agents and
+The farm file (tests/farm_files.py: seed 001's schema) holds `agents` agents and
 `agents x steps` agent states, with one action per state; every row counts towards
 rows/s. The ceiling loads the stored `agent_states_data` rows (dumped with COPY TO, binary)
 into an emptied table by server-side `COPY FROM` a file (or, if the server cannot read

@@ -48,6 +48,25 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Iterator[psycopg.
         yield conn
 
 
+@asynccontextmanager
+async def connect_async(
+    settings: Settings, *, module_schema: bool = True
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """One async autocommit connection outside any pool (a one-off call, an import's
+    source database), with failures as `ConnectionFailed`. `module_schema`: the search
+    path is the module's schema; False leaves the server's (a source database's tables)."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(settings.conninfo(), autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise _connection_error(settings, exc) from None
+    async with conn:
+        if module_schema:
+            await conn.execute(
+                "SELECT set_config('search_path', %s, false)", (_search_path(settings),)
+            )
+        yield conn
+
+
 class Store:
     """A pool of async connections to one database and schema.
 

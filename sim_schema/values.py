@@ -349,19 +349,33 @@ def validate(
 
     `start` is the index of `rows[0]` in the caller's batch, for the error's row number.
     """
+    return validate_columns(table, spec_of(table).columns, simulation_id, rows, start=start)
+
+
+def validate_columns(
+    table: str,
+    columns: Sequence[Column],
+    simulation_id: str,
+    rows: Sequence[Sequence[Any]],
+    *,
+    start: int = 0,
+) -> list[Row]:
+    """`validate` for rows of any `columns` of `table` (`simulation_id` first): what an
+    importer copies into a table the logger does not write."""
     try:
-        return _validate(table, simulation_id, rows)
+        return _validate(table, columns, simulation_id, rows)
     except ValidationError as exc:
         if not start:
             raise
         raise ValidationError(exc.table, exc.row + start, exc.field, exc.reason) from None
 
 
-def _validate(table: str, simulation_id: str, rows: Sequence[Sequence[Any]]) -> list[Row]:
-    spec = spec_of(table)
+def _validate(
+    table: str, spec_columns: Sequence[Column], simulation_id: str, rows: Sequence[Sequence[Any]]
+) -> list[Row]:
     if not rows:
         return []
-    width = len(spec.columns)
+    width = len(spec_columns)
     if set(map(len, rows)) != {width}:
         for i, r in enumerate(rows):
             if len(r) != width:
@@ -375,7 +389,7 @@ def _validate(table: str, simulation_id: str, rows: Sequence[Sequence[Any]]) -> 
                 reason = f"{v!r} in a batch of {simulation_id!r}"
                 raise ValidationError(table, i, "simulation_id", reason)
     changed = False
-    for position, col in enumerate(spec.columns[1:], start=1):
+    for position, col in enumerate(spec_columns[1:], start=1):
         values = columns[position]
         if col.kind == "jsonb":
             columns[position] = _encode_json(table, col, values)

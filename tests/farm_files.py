@@ -1,10 +1,6 @@
-"""AgentFarm SQLite files built from the farm's own schema document.
+"""AgentFarm SQLite files built from the farm's schema (tests/predecessors/agentfarm_schema.py,
+the tables and columns seed 001 describes).
 
-The tables and columns come from tests/predecessors/agentfarm_schema.md (seed 001), read
-at test time: each "### <Name> Table" section's column table becomes a SQLite table of
-that name in snake_case, with the declared types. The experiments table, which seed 001
-describes only in prose (name, description, hypothesis, status, variables, results
-summary), gets those columns plus the `experiment_id` and `creation_date` of seed 003.
 An experiment-wide file (seed 002/003: "all data tables include simulation_id") adds a
 `simulation_id` column to every table; its string keys are then unique per simulation.
 
@@ -15,61 +11,32 @@ that reads them back column by column sees any column mapped to the wrong place.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SEED = Path(__file__).parent / "predecessors" / "agentfarm_schema.md"
-_SECTION = re.compile(r"^### (\w+) Table\n(.*?)(?=^### |^## |\Z)", re.S | re.M)
-_ROW = re.compile(r"^\|\s*(\w+)\s*\|\s*([^|]+?)\s*\|", re.M)
-
-EXPERIMENTS = [
-    ("experiment_id", "STRING(64) PRIMARY KEY"),
-    ("name", "STRING(255)"),
-    ("description", "STRING(1024)"),
-    ("hypothesis", "STRING(1024)"),
-    ("status", "STRING(50)"),
-    ("variables", "JSON"),
-    ("results_summary", "JSON"),
-    ("creation_date", "DATETIME"),
-]
+from predecessors.agentfarm_schema import TABLES, FarmColumn
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def seed_tables() -> dict[str, list[tuple[str, str]]]:
-    """Seed 001's tables: name -> [(column, declared type)], in the document's order."""
-    tables: dict[str, list[tuple[str, str]]] = {}
-    for name, body in _SECTION.findall(SEED.read_text()):
-        rows = [(c, t) for c, t in _ROW.findall(body) if c != "Column" and not set(c) <= {"-"}]
-        tables[_snake(name)] = rows
-    return tables
-
-
-def _sqlite_type(declared: str, *, per_experiment: bool, column: str) -> str:
-    kind = declared.split()[0]
-    sqlite = {"INTEGER": "INTEGER", "FLOAT": "REAL", "BOOLEAN": "BOOLEAN",
-              "DATETIME": "DATETIME", "JSON": "JSON"}.get(kind, "TEXT")  # fmt: skip
-    if "PRIMARY KEY" in declared:
-        # In an experiment file, a string or step key is unique per simulation only.
-        if not per_experiment or (sqlite == "INTEGER" and column != "step_number"):
-            sqlite += " PRIMARY KEY"
-    return sqlite
+def _definition(col: FarmColumn, *, per_experiment: bool) -> str:
+    sqlite = col.sqlite_type
+    # In an experiment file, a string or step key is unique per simulation only.
+    if col.primary_key and (
+        not per_experiment or (sqlite == "INTEGER" and col.name != "step_number")
+    ):
+        sqlite += " PRIMARY KEY"
+    return f"{col.name} {sqlite}"
 
 
 def create_schema(
     db: sqlite3.Connection, *, per_experiment: bool, drop: dict[str, set[str]] | None = None
 ) -> dict[str, list[str]]:
     """The farm tables in `db`; `drop` leaves columns out (an older file). Their columns."""
-    tables = {"experiments": EXPERIMENTS, **seed_tables()}
     made: dict[str, list[str]] = {}
-    for name, columns in tables.items():
-        cols = [(c, t) for c, t in columns if c not in (drop or {}).get(name, set())]
-        defs = [f"{c} {_sqlite_type(t, per_experiment=per_experiment, column=c)}" for c, t in cols]
+    for name, columns in TABLES.items():
+        cols = [c for c in columns if c.name not in (drop or {}).get(name, set())]
+        defs = [_definition(c, per_experiment=per_experiment) for c in cols]
         if per_experiment and name == "simulations":
             defs[0] = "simulation_id TEXT PRIMARY KEY"
             defs.insert(1, "experiment_id TEXT")

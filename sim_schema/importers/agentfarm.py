@@ -41,6 +41,16 @@ from ..models import ExperimentStatus, SimulationStatus
 from ..progress import Progress
 from ..repositories.imported import insert_many_if_absent
 from ..store import Store
+from .mapping import (
+    UNKNOWN,
+    BadValue,
+    constant,
+    counter,
+    defaulting,
+    farm_state_step,
+    json_or_text,
+    status,
+)
 from .report import ImportReport, TableReport
 from .sink import DEFAULT_BATCH_SIZE, Sink, prefetched
 
@@ -86,14 +96,8 @@ _OURS_ONLY = {
     "simulation_steps": {"metrics"},
     "learning_experiences": {"details"},
 }
-# A required text column the farm left NULL gets this value (reported as defaulted).
-UNKNOWN = "unknown"
 _CATEGORIES = {"agent_type", "action_type", "module_type", "cause"}
 _FARM_TABLES = frozenset({"experiments", "simulations", "simulation_config", *DATA_TABLES})
-
-
-class _BadValue(Exception):
-    """A farm value that cannot be mapped (the reason is the message)."""
 
 
 @dataclass(frozen=True)
@@ -170,20 +174,7 @@ def _json(text: Any) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise _BadValue(f"not JSON: {text[:80]!r}") from None
-
-
-def _json_or_text(counter: Callable[[], None]) -> Callable[[Any], Any]:
-    def convert(text: Any) -> Any:
-        if not isinstance(text, str):
-            return text
-        try:
-            return json.loads(text)
-        except ValueError:
-            counter()
-            return text  # kept as a JSON string
-
-    return convert
+        raise BadValue(f"not JSON: {text[:80]!r}") from None
 
 
 def _boolean(value: Any) -> Any:
@@ -191,17 +182,7 @@ def _boolean(value: Any) -> Any:
         return value
     if value in (0, 1):
         return bool(value)
-    raise _BadValue(f"{value!r} is not a boolean (0 or 1)")
-
-
-def _state_step(value: Any) -> Any:
-    """The step of a farm state id "agent_id-step" (agent ids may contain '-')."""
-    if value is None:
-        return None
-    _, sep, step = str(value).rpartition("-")
-    if not sep or not step.isdigit():
-        raise _BadValue(f"{value!r} is not a state id 'agent_id-step'")
-    return int(step)
+    raise BadValue(f"{value!r} is not a boolean (0 or 1)")
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -211,20 +192,8 @@ def _timestamp(value: Any) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
-        raise _BadValue(f"{value!r} is not a date and time") from None
+        raise BadValue(f"{value!r} is not a date and time") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _defaulting(
-    convert: Callable[[Any], Any] | None, default: Any, counter: Callable[[], None]
-) -> Callable[[Any], Any]:
-    def fill(value: Any) -> Any:
-        if value is None:
-            counter()
-            return default
-        return convert(value) if convert is not None else value
-
-    return fill
 
 
 # --- the plan of each data table ---------------------------------------------------------
@@ -259,7 +228,7 @@ def _plan(file: _File, name: str, simulation_id: str | None, report: ImportRepor
             selects.append("NULL")
             if col.name in _OURS_ONLY.get(name, ()):
                 if not col.nullable:  # a default the farm schema has no column for
-                    fixups.append((position, _constant(col.default)))
+                    fixups.append((position, constant(col.default)))
             elif not col.nullable and col.default is None and col.name not in _CATEGORIES:
                 raise SourceError(file.label, "the column is missing", table=name, field=farm)
             else:
@@ -303,17 +272,6 @@ def _plan(file: _File, name: str, simulation_id: str | None, report: ImportRepor
     return _Plan(treport, select, tuple(fixups), describe, source_column)
 
 
-def _counter(report: TableReport, what: str) -> Callable[[], None]:
-    def count() -> None:
-        report.defaulted[what] += 1
-
-    return count
-
-
-def _constant(value: Any) -> Callable[[Any], Any]:
-    return lambda _: value
-
-
 def _missing(report: TableReport, col: Column) -> Callable[[Any], Any]:
     """A farm column the file lacks: our column's default (NULL, or 'unknown' for a
     required category), counted."""
@@ -321,7 +279,7 @@ def _missing(report: TableReport, col: Column) -> Callable[[Any], Any]:
     if default is None and not col.nullable:
         default = UNKNOWN
     what = f"{col.name}: the source has no {_RENAMED.get(col.name, col.name)} column, {default!r}"
-    return _defaulting(None, default, _counter(report, what))
+    return defaulting(None, default, counter(report, what))
 
 
 def _convert(report: TableReport, col: Column, farm: str) -> Callable[[Any], Any] | None:
@@ -330,9 +288,9 @@ def _convert(report: TableReport, col: Column, farm: str) -> Callable[[Any], Any
     if col.kind == "bool":
         convert = _boolean
     elif col.kind == "jsonb":
-        convert = _json_or_text(_counter(report, f"{col.name}: not JSON text, kept as a string"))
+        convert = json_or_text(counter(report, f"{col.name}: not JSON text, kept as a string"))
     elif farm in ("state_before_id", "state_after_id"):
-        convert = _state_step
+        convert = farm_state_step
     if not col.nullable:
         default = (
             col.default
@@ -340,7 +298,7 @@ def _convert(report: TableReport, col: Column, farm: str) -> Callable[[Any], Any
             else (UNKNOWN if col.name in _CATEGORIES else None)
         )
         if default is not None:
-            return _defaulting(convert, default, _counter(report, f"{col.name}: NULL, {default!r}"))
+            return defaulting(convert, default, counter(report, f"{col.name}: NULL, {default!r}"))
     if convert is None:
         return None
     return lambda v: None if v is None else convert(v)
@@ -378,7 +336,7 @@ def _fixed(file: _File, plan: _Plan, row: Sequence[Any]) -> list[Any]:
     for position, fix in plan.fixups:
         try:
             values[position] = fix(values[position])
-        except _BadValue as exc:
+        except BadValue as exc:
             column = plan.source_column(SPECS[plan.report.table].names[position])
             raise SourceError(
                 file.label, str(exc), table=plan.report.source, row=plan.describe(row), field=column
@@ -431,7 +389,7 @@ def _record(
                     continue
             elif ours in _TIME_COLUMNS:
                 value = _timestamp(value)
-        except _BadValue as exc:
+        except BadValue as exc:
             key = next(iter(columns.values()))
             raise SourceError(
                 file.label, str(exc), table=table_name, row=f"({key}={row.get(key)!r})", field=farm
@@ -443,21 +401,6 @@ def _record(
         report.mapped[f"metadata.agentfarm.{k}"] = k
     values["metadata"] = {"agentfarm": {"source": file.path.name, **extra}}
     return values
-
-
-def _status(
-    values: dict[str, Any],
-    allowed: type[ExperimentStatus | SimulationStatus],
-    fallback: str,
-    report: TableReport,
-) -> None:
-    status = values.get("status")
-    if status in {s.value for s in allowed}:
-        return
-    if status is not None:
-        values["metadata"]["agentfarm"]["status"] = status
-    values["status"] = fallback
-    report.defaulted[f"status: {status!r} is not one of ours, {fallback!r}"] += 1
 
 
 async def _import_file(
@@ -477,7 +420,7 @@ async def _import_file(
         for row in file.records("experiments"):
             values = _record(file, "experiments", row, _EXPERIMENT_COLUMNS, ereport)
             values.setdefault("name", values.get("experiment_id"))
-            _status(values, ExperimentStatus, ExperimentStatus.COMPLETED.value, ereport)
+            status(values, ExperimentStatus, ExperimentStatus.COMPLETED.value, ereport, "agentfarm")
             ereport.rows_read += 1
             before = len(report.experiments)
             await sink.experiment(values)
@@ -507,7 +450,7 @@ async def _import_file(
         if experiment_id is not None:
             values["experiment_id"] = experiment_id
         fallback = "completed" if values.get("ended_at") else "aborted"
-        _status(values, SimulationStatus, fallback, sreport)
+        status(values, SimulationStatus, fallback, sreport, "agentfarm")
         sreport.rows_read += 1
         await _simulation(sink, values, sreport)
     await _configs(sink, file, file_simulation, experiment_id, report)
@@ -565,7 +508,7 @@ async def _configs(
         sim = str(row["simulation_id"]) if file.per_experiment else file_simulation
         try:
             config = _json(row.get("config_data"))
-        except _BadValue as exc:
+        except BadValue as exc:
             raise SourceError(
                 file.label,
                 str(exc),

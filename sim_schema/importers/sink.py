@@ -1,8 +1,13 @@
 """The write side the importers share: source rows, already in a table's COPY column order,
 go through the bulk writer (binary COPY, one transaction per batch, values checked while
 the COPY streams), and the simulation and experiment rows through `insert_if_absent`.
+Tables the bulk writer does not write (environment states, events with their processing
+results, agent decisions) take a staged COPY (`copy_plain`): the batch is checked by the
+same value rules, copied into a temporary table and inserted from there unless its key is
+stored, in one transaction.
 
-Importing again changes nothing, and an interrupted import resumes: before the first
+Importing again changes nothing (the importers' batches are not recorded in the ingest
+ledger), and an interrupted import resumes: before the first
 batch of a (simulation, table) the sink asks whether that simulation holds rows of the
 table already (`ingest.resume.stored_steps`). If it does, its batches are written with
 the writer's replay check (`check_stored=True`): rows stored identically are skipped,
@@ -20,11 +25,15 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
-from ..errors import ReplayConflict, SourceError, ValidationError
+from ..catalog import Column, table
+from ..errors import ReplayConflict, SimSchemaError, SourceError, ValidationError
 from ..ingest.resume import stored_steps
-from ..ingest.writer import BulkWriter, CopyBatch
+from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch
+from ..pgerrors import translate
 from ..repositories.imported import insert_if_absent
+from ..values import validate_columns
 from .report import ImportReport, TableReport
 
 T = TypeVar("T")
@@ -85,17 +94,65 @@ class Sink:
         """
         check = await self._replay_checked(simulation_id, report.table)
         before = self.writer.rows_skipped
-        try:
+        with self._located(report, rows, describe, source_column):
             await self.writer.write_many(
                 self.conn,
                 report.table,
                 simulation_id,
                 [CopyBatch(uuid.uuid4(), rows)],
                 check_stored=check,
+                ledger=False,  # a re-run recognises the rows by content: it leaves no trace
             )
+        skipped = self.writer.rows_skipped - before
+        report.rows_written += len(rows) - skipped
+        report.rows_already_stored += skipped
+
+    async def copy_plain(
+        self,
+        report: TableReport,
+        simulation_id: str,
+        columns: Sequence[Column],
+        rows: Sequence[Sequence[Any]],
+        describe: Callable[[Sequence[Any]], str],
+        source_column: Callable[[str], str],
+    ) -> None:
+        """One batch of `report.table`, a table the bulk writer does not write; `columns`
+        are the catalog columns the rows hold (`simulation_id` first, the key among them).
+
+        In one transaction: the rows checked by the value rules, copied into a temporary
+        table, inserted from there unless their key is stored. When some keys were stored
+        already, the stored rows are compared with the batch: a different one is refused
+        (`SourceError` naming its key and column), identical ones count as already stored.
+        Errors name the source table, row and column like `write`.
+        """
+        with self._located(report, rows, describe, source_column):
+            ready = validate_columns(report.table, columns, simulation_id, rows)
+            try:
+                inserted = await _stage_and_insert(self.conn, report.table, columns, ready)
+            except psycopg.Error as exc:
+                error = translate(exc)
+                if error is None:
+                    raise
+                raise error from None
+        report.rows_written += inserted
+        report.rows_already_stored += len(rows) - inserted
+
+    @contextlib.contextmanager
+    def _located(
+        self,
+        report: TableReport,
+        rows: Sequence[Sequence[Any]],
+        describe: Callable[[Sequence[Any]], str],
+        source_column: Callable[[str], str],
+    ) -> Iterator[None]:
+        """The errors of writing a batch as `SourceError`s naming the source's table, row
+        and column."""
+        source = self.report.sources[-1]
+        try:
+            yield
         except ValidationError as exc:
             raise SourceError(
-                self.report.sources[-1],
+                source,
                 exc.reason,
                 table=report.source,
                 row=describe(rows[exc.row]) if 0 <= exc.row < len(rows) else None,
@@ -103,13 +160,85 @@ class Sink:
             ) from None
         except ReplayConflict as exc:
             raise SourceError(
-                self.report.sources[-1],
-                f"imported before with other values: {exc}",
-                table=report.source,
+                source, f"imported before with other values: {exc}", table=report.source
             ) from None
-        skipped = self.writer.rows_skipped - before
-        report.rows_written += len(rows) - skipped
-        report.rows_already_stored += skipped
+        except SimSchemaError as exc:  # a reference not found, a value the server refused
+            raise SourceError(source, str(exc), table=report.source) from None
+
+
+_STAGE = sql.Identifier("sim_schema_import_stage")
+
+
+async def _stage_and_insert(
+    conn: Conn, table_name: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+) -> int:
+    """Validated rows of `columns` into `table_name` unless their key is stored; the number
+    inserted (a row stored with other values: `ReplayConflict`)."""
+    target = sql.Identifier(table_name)
+    names = [c.name for c in columns]
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    key = table(table_name).key
+    async with conn.transaction():
+        await conn.execute(
+            sql.SQL(
+                "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+            ).format(_STAGE, cols, target)
+        )
+        async with conn.cursor() as cur:
+            async with cur.copy(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_STAGE, cols)
+            ) as copy:
+                copy.set_types([WIRE_TYPE[c.kind] for c in columns])
+                for r in rows:
+                    await copy.write_row(r)
+            await cur.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
+                    target, cols, cols, _STAGE, sql.SQL(", ").join(map(sql.Identifier, key))
+                )
+            )
+            inserted = max(cur.rowcount, 0)
+            if inserted < len(rows):
+                await _refuse_changed(cur, table_name, names, key)
+    return inserted
+
+
+async def _refuse_changed(
+    cur: psycopg.AsyncCursor[Any], table_name: str, names: Sequence[str], key: Sequence[str]
+) -> None:
+    """`ReplayConflict` for the first staged row whose stored row (same key) differs."""
+    compared = [n for n in names if n not in key]
+    if not compared:
+        return
+    same_key = sql.SQL(" AND ").join(
+        sql.SQL("s.{0} = t.{0}").format(sql.Identifier(k)) for k in key
+    )
+    await cur.execute(
+        sql.SQL(
+            "SELECT {keys}, {staged}, {stored} FROM {stage} s JOIN {target} t ON {same_key}"
+            " WHERE ({staged}) IS DISTINCT FROM ({stored}) LIMIT 1"
+        ).format(
+            keys=sql.SQL(", ").join(sql.Identifier("s", k) for k in key),
+            staged=sql.SQL(", ").join(sql.Identifier("s", n) for n in compared),
+            stored=sql.SQL(", ").join(sql.Identifier("t", n) for n in compared),
+            stage=_STAGE,
+            target=sql.Identifier(table_name),
+            same_key=same_key,
+        )
+    )
+    found = await cur.fetchone()
+    if found is None:
+        return
+    staged = found[len(key) : len(key) + len(compared)]
+    stored = found[len(key) + len(compared) :]
+    for name, new, old in zip(compared, staged, stored, strict=True):
+        if new != old:
+            raise ReplayConflict(
+                table_name,
+                dict(zip(key, found[: len(key)], strict=True)),
+                name,
+                "NULL" if old is None else repr(old),
+                "NULL" if new is None else repr(new),
+            )
 
 
 async def prefetched(items: Iterator[T]) -> AsyncIterator[T]:
@@ -133,4 +262,27 @@ async def prefetched(items: Iterator[T]) -> AsyncIterator[T]:
             # the source is not used by two threads, nor closed under one; the caller's
             # own failure is what is raised
             with contextlib.suppress(Exception):
+                await pending
+
+
+async def ahead(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`items`, each next one fetched while the caller handles the current one (the source
+    database is read while the previous batch's COPY streams)."""
+    done: Any = object()
+
+    async def following() -> T:
+        item: T = await anext(items, done)
+        return item
+
+    pending = asyncio.create_task(following())
+    try:
+        while True:
+            item = await pending
+            if item is done:
+                return
+            pending = asyncio.create_task(following())
+            yield item
+    finally:
+        if not pending.done():
+            with contextlib.suppress(Exception):  # the caller's own failure is what is raised
                 await pending

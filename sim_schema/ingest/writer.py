@@ -44,7 +44,7 @@ from ..values import VALIDATION_STEP, validate
 from .keys import AgentKeys, reserve_agent_keys
 
 # The dumper each column kind is sent with; jsonb payloads are already encoded (above).
-_WIRE_TYPE: dict[str, str] = {
+WIRE_TYPE: dict[str, str] = {
     "text": "text",
     "int2": "int2",
     "int4": "int4",
@@ -54,6 +54,7 @@ _WIRE_TYPE: dict[str, str] = {
     "jsonb": "bytea",
     "uuid": "uuid",
     "text[]": "text[]",
+    "timestamptz": "timestamptz",
 }
 _KEY_WIRE_TYPE = "int4"  # sim_key and agent_key
 
@@ -64,6 +65,12 @@ _LEDGER = (
     " ON CONFLICT (simulation_id, batch_id) DO NOTHING"
     " RETURNING batch_id,"
     " (SELECT sim_key FROM simulations WHERE simulation_id = %s FOR KEY SHARE)"
+)
+# The batches not recorded (`ledger=False`), each with the simulation's key (locked as the
+# ledger's foreign key would lock it); NULL keys when the simulation does not exist.
+_SIMULATION_KEY = (
+    "SELECT b.batch_id, (SELECT sim_key FROM simulations WHERE simulation_id = %s FOR KEY SHARE)"
+    " FROM unnest(%s::uuid[]) AS b(batch_id)"
 )
 _WATERMARK = (
     "UPDATE simulations SET stored_through_step = %s WHERE simulation_id = %s"
@@ -112,7 +119,7 @@ def _idents(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
 def _target(name: str) -> _Target:
     spec = spec_of(name)
     t = table(name)
-    names, types = spec.target_names, tuple(_WIRE_TYPE[c.kind] for c in spec.columns)
+    names, types = spec.target_names, tuple(WIRE_TYPE[c.kind] for c in spec.columns)
     if spec.storage is not None:
         keyed = {spec.storage.column(n) for n in ("simulation_id", "agent_id")}
         types = tuple(
@@ -162,6 +169,7 @@ class BulkWriter:
         timeout: float | None = None,
         check_stored: bool = False,
         stored_through: int | None = None,
+        ledger: bool = True,
     ) -> list[bool]:
         """Several batches of one table in one transaction (one COPY, one commit).
 
@@ -171,7 +179,10 @@ class BulkWriter:
         (its `statement_timeout`), so that a stalled server cannot hold the caller forever.
         `check_stored`: rows may already be stored (see the module doc; agents always are
         checked). `stored_through`: the simulation's resume watermark to record with the
-        batches (`simulations.stored_through_step`, never lowered).
+        batches (`simulations.stored_through_step`, never lowered). `ledger=False`: the
+        batches are not recorded in the ingest ledger, for a writer that recognises rows
+        written before by their content instead (an importer: `check_stored` on a re-run),
+        so that writing them again leaves no trace.
         """
         spec = spec_of(table)
         if len({b.batch_id for b in batches}) != len(batches):
@@ -184,20 +195,24 @@ class BulkWriter:
                 await conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)", (f"{timeout * 1000:.0f}",)
                 )
-            cur = await conn.execute(
-                _LEDGER,
-                (
-                    simulation_id,
-                    table,
-                    [b.batch_id for b in batches],
-                    [len(b.rows) for b in batches],
-                    simulation_id,
-                ),
-            )
-            ledger = await cur.fetchall()
-            new = {r[0] for r in ledger}
+            if ledger:
+                cur = await conn.execute(
+                    _LEDGER,
+                    (
+                        simulation_id,
+                        table,
+                        [b.batch_id for b in batches],
+                        [len(b.rows) for b in batches],
+                        simulation_id,
+                    ),
+                )
+            else:
+                unrecorded = [b.batch_id for b in batches]
+                cur = await conn.execute(_SIMULATION_KEY, (simulation_id, unrecorded))
+            recorded = await cur.fetchall()
+            new = {r[0] for r in recorded}
             if new:
-                sim_key = ledger[0][1]
+                sim_key = recorded[0][1]
                 if sim_key is None:  # deleted between the ledger's check and its lock
                     raise NotFound(f"simulation {simulation_id!r} does not exist")
                 todo = [b for b in batches if b.batch_id in new]
@@ -213,7 +228,7 @@ class BulkWriter:
             if stored_through is not None:
                 await record_watermark(conn, simulation_id, stored_through)
         if learnt:  # committed: the keys are real now
-            self.keys.of(simulation_id, ledger[0][1]).update(learnt)
+            self.keys.of(simulation_id, recorded[0][1]).update(learnt)
         self.rows_skipped += skipped
         return [b.batch_id in new for b in batches]
 

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from sim_schema.ingest.writer import BulkWriter, CopyBatch, copy_rows
-from sim_schema.errors import SimSchemaError, ValidationError
+from sim_schema.errors import NotFound, SimSchemaError, ValidationError
 from sim_schema.catalog import SPECS
 from sim_schema.values import VALIDATION_STEP, validate
 
@@ -270,3 +270,28 @@ async def test_write_many_one_transaction_each_batch_in_the_ledger(
     assert sorted(await cur.fetchall()) == sorted((i, 4) for i in ids)
     with pytest.raises(SimSchemaError, match="share a batch_id"):
         await BulkWriter().write_many(sim, "agent_states", SIM, [first[0], first[0]])
+
+
+async def test_write_many_without_the_ledger(sim: psycopg.AsyncConnection[Any]) -> None:
+    """`ledger=False` (the importers): rows written, no ledger row; a re-run recognises the
+    rows by content (`check_stored`), and a missing simulation is still refused."""
+    rows = [SPECS["agent_states"].row(SIM, {"step": s, "agent_id": "a1", "health": 1.0 + s})
+            for s in range(3)]  # fmt: skip
+    writer = BulkWriter()
+    batch = [CopyBatch(uuid.uuid4(), rows)]
+    assert await writer.write_many(sim, "agent_states", SIM, batch, ledger=False) == [True]
+    again = [CopyBatch(uuid.uuid4(), rows)]
+    assert await writer.write_many(
+        sim, "agent_states", SIM, again, ledger=False, check_stored=True
+    ) == [True]
+    assert writer.rows_skipped == 3
+    cur = await sim.execute("SELECT step, health FROM agent_states ORDER BY step")
+    assert await cur.fetchall() == [(0, 1.0), (1, 2.0), (2, 3.0)]
+    cur = await sim.execute("SELECT count(*) FROM ingest_batches WHERE table_name = 'agent_states'")
+    assert await cur.fetchone() == (0,)
+    with pytest.raises(NotFound, match="'nowhere' does not exist"):
+        await writer.write_many(
+            sim, "resource_states", "nowhere",
+            [CopyBatch(uuid.uuid4(), [SPECS["resource_states"].row("nowhere", {"step": 0,
+             "resource_id": 1, "amount": 1.0})])], ledger=False,
+        )  # fmt: skip

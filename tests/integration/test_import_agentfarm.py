@@ -187,7 +187,7 @@ async def test_experiment_option_groups_files(store: Store, conn: psycopg.Connec
 
 
 def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[Any]]:
-    tables = [*KEYS, "simulations", "experiments", "simulation_config"]
+    tables = [*KEYS, "simulations", "experiments", "simulation_config", "ingest_batches"]
     out = {}
     for t in tables:
         out[t] = sorted(map(repr, conn.execute(f"SELECT * FROM {t}").fetchall()))
