@@ -29,10 +29,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.server import connect, fresh_database, server
-from sim_schema.read.export import export
 from sim_schema.ingest.logger import SimulationLogger
-from sim_schema.settings import Settings
+from sim_schema.read.export import export
 from sim_schema.read.sqllib import load_library, run_query
+from sim_schema.settings import Settings
 from sim_schema.store import Store
 
 AGENTS = 50
