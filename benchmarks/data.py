@@ -7,7 +7,7 @@ same values; JSON columns hold Python dicts (each contender serializes them its 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,9 +131,26 @@ def iter_states(shape: Shape, sim_index: int) -> Iterator[StateRow]:
             )
 
 
+ACTION_COLUMNS = (
+    "simulation_id",
+    "step",
+    "agent_id",
+    "ordinal",
+    "action_type",
+    "action_target_id",
+    "state_before_step",
+    "state_after_step",
+    "resources_before",
+    "resources_after",
+    "reward",
+    "details",
+)
+
+
 def iter_actions(shape: Shape, sim_index: int) -> Iterator[tuple[Any, ...]]:
-    """About one action per agent per step: (simulation_id, step, agent_id, action_type,
-    action_target_id, resources_before, resources_after, reward, details)."""
+    """About one action per agent per step (5% of agent-steps idle), in `ACTION_COLUMNS`
+    order: the action is the agent's first (ordinal 0) of its step, taken from the state
+    of its step to the state of the next."""
     rng = random.Random(shape.seed * 7_000_003 + sim_index)
     sid = shape.sim_id(sim_index)
     for step in range(shape.steps):
@@ -146,13 +163,27 @@ def iter_actions(shape: Shape, sim_index: int) -> Iterator[tuple[Any, ...]]:
                 sid,
                 step,
                 agent_id(a),
+                0,
                 ACTIONS[rng.randrange(len(ACTIONS))],
                 agent_id(rng.randrange(shape.agents)) if rng.random() < 0.3 else None,
+                step,
+                step + 1,
                 before,
                 after,
                 rng.uniform(-1, 1),
                 {"success": rng.random() < 0.8},
             )
+
+
+def keyed(
+    rows: Iterable[tuple[Any, ...]],
+    sim_keys: dict[str, int],
+    agent_keys: dict[tuple[str, str], int],
+) -> list[tuple[Any, ...]]:
+    """Rows with simulation_id and agent_id (positions 0 and 2) replaced by the current
+    schema's sim_key and agent_key: what a client that maps ids itself copies into the
+    `_data` tables."""
+    return [(sim_keys[r[0]], r[1], agent_keys[(r[0], r[2])], *r[3:]) for r in rows]
 
 
 def all_states(shape: Shape) -> list[StateRow]:

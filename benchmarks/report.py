@@ -1,4 +1,5 @@
-"""The terminal tables (also pasted into docs/performance.md) and the target verdicts."""
+"""The terminal tables (also pasted into docs/performance.md) and the target verdicts of
+issue 12."""
 
 from __future__ import annotations
 
@@ -21,191 +22,349 @@ def _n(v: float) -> str:
     return f"{v:,.0f}"
 
 
-def _find(contenders: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
-    return next((c for c in contenders if c["contender"].startswith(prefix)), None)
+def _find(contenders: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    found = next((c for c in contenders if c["contender"].startswith(prefix)), None)
+    assert found is not None, prefix
+    return found
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _storage_rows(v: dict[str, Any]) -> dict[str, float]:
+    """Bytes per agent state (+ its action) of each store."""
+    n = v["states"]
+    return {
+        "sqlite": v["sqlite_bytes"] / n,
+        "before": v["before"]["bytes"] / n,
+        "after": v["after"]["bytes"] / n,
+        "after_rollups": v["after"]["bytes_with_rollups"] / n,
+        **(
+            {"sqlite_vacuumed": v["sqlite_vacuumed_bytes"] / n}
+            if "sqlite_vacuumed_bytes" in v
+            else {}
+        ),
+    }
 
 
 def targets(results: dict[str, Any]) -> list[list[str]]:
-    """[target, measured, met] for each target of issue 5 §2 that this run measured."""
+    """[target, measured, verdict] for each issue-12 target this run measured."""
     out: list[list[str]] = []
+    st = results.get("storage")
+    if st:
+        for key, label in (("plain", ""), ("with_extras", ", small JSON extra per state")):
+            b = _storage_rows(st[key])
+            r, rr = b["after"] / b["sqlite"], b["after_rollups"] / b["sqlite"]
+            out.append(
+                [
+                    f"1. storage <= 0.8x SQLite{label}",
+                    f"{r:.2f}x ({b['after']:.1f} vs {b['sqlite']:.1f} B; with rollups {rr:.2f}x;"
+                    f" before 0006 {b['before'] / b['sqlite']:.2f}x)",
+                    _verdict(rr <= 0.8),
+                ]
+            )
     ing = results.get("ingest")
     if ing:
         cs = ing["contenders"]
-        ceil, apg = _find(cs, "ceiling"), _find(cs, "asyncpg")
-        lg, bw = _find(cs, "sim_schema SimulationLogger"), _find(cs, "sim_schema bulk writer")
-        sqlite, row = _find(cs, "SQLAlchemy bulk_insert_mappings -> SQLite"), _find(cs, "row-at")
-        assert ceil and apg and sqlite and row
-
-        def ratio(a: dict[str, Any], b: dict[str, Any], need: float, label: str) -> None:
-            # Verdict on best vs best: each contender's least disturbed run (the machine may
-            # be shared); the median ratio is shown next to it.
-            rb = a["best_rows_s"] / b["best_rows_s"]
-            r = a["median_rows_s"] / b["median_rows_s"]
+        ceil = _find(cs, "before: ceiling")
+        for prefix, label in (
+            ("after: sim_schema SimulationLogger", "2. logger (after) >= 1.5x ceiling (before)"),
+            ("after: sim_schema bulk writer", "   bulk writer (after) / ceiling (before)"),
+            ("after: asyncpg", "   asyncpg (after) / ceiling (before)"),
+            ("after: ceiling", "   ceiling (after) / ceiling (before)"),
+        ):
+            c = _find(cs, prefix)
+            med = c["median_rows_s"] / ceil["median_rows_s"]
+            best = c["best_rows_s"] / ceil["best_rows_s"]
             out.append(
                 [
                     label,
-                    f"{rb:.2f}x best/best ({r:.2f}x median)",
-                    "met" if rb >= need else "NOT met",
+                    f"{med:.2f}x median/median ({best:.2f}x best/best)",
+                    _verdict(med >= 1.5) if label.startswith("2.") else "-",
                 ]
             )
-
-        for c, name in ((lg, "logger"), (bw, "bulk writer")):
-            if c is None:
-                out.append([f"{name}: not available in this run", "-", "-"])
-                continue
-            ratio(
-                c,
-                ceil,
-                0.8 if name == "logger" else 0.9,
-                f"{name} >= {0.8 if name == 'logger' else 0.9}x ceiling",
-            )
-            ratio(c, apg, 1.0, f"{name} >= 1.0x asyncpg")
-        if lg:
-            ratio(lg, sqlite, 10, "logger >= 10x SQLAlchemy->SQLite")
-            ratio(lg, row, 50, "logger >= 50x row-at-a-time INSERT")
-        st, sq = ing["storage_pg"], ing["storage_sqlite"]
-        pg_b = (st["heap"] + st["indexes"] + st["toast"]) / st["rows"]
-        sq_b = sq["file_bytes"] / sq["rows"]
-        out.append(
-            [
-                "storage <= SQLite bytes/row",
-                f"{pg_b:.0f} vs {sq_b:.0f} B/row",
-                "met" if pg_b <= sq_b else "NOT met",
-            ]
-        )
     par = results.get("parallel")
     if par:
         by = {r["simulations"]: r for r in par["runs"]}
         r4 = by[4]["median_rows_s"] / by[1]["median_rows_s"]
-        out.append(["4 simulations >= 1.5x one", f"{r4:.2f}x", "met" if r4 >= 1.5 else "NOT met"])
-    mem = results.get("memory")
-    if mem:
-        g = mem["peak_mb"] - mem["start_mb"]
-        out.append(
-            [
-                f"RSS growth < 100 MB ({mem['rows']:,} rows)",
-                f"{g:.0f} MB",
-                "met" if g < 100 else "NOT met",
-            ]
-        )
+        out.append(["2. 4 simulations >= 1.5x one", f"{r4:.2f}x (median)", _verdict(r4 >= 1.5)])
     q = results.get("queries")
     if q:
         for r in q["queries"]:
-            if r["target_p50_ms"] is not None:
-                out.append(
-                    [
-                        f"{r['query']} p50 < {r['target_p50_ms']:.0f} ms",
-                        f"{r['p50_ms']} ms",
-                        "met" if r["met"] else "NOT met",
-                    ]
-                )
+            out.append(
+                [
+                    f"3. {r['query']} p50 < {r['target_p50_ms']:.0f} ms",
+                    f"{r['p50_ms']} ms",
+                    _verdict(r["met"]),
+                ]
+            )
+        worst = max(q["api_overhead"], key=lambda a: a["ratio"])
+        missed = [a["function"] for a in q["api_overhead"] if not a["met"]]
+        out.append(
+            [
+                "4. API <= 1.1x the same SQL, every function",
+                f"worst {worst['function']} {worst['ratio']:.2f}x; over 1.1x: "
+                f"{', '.join(missed) or 'none'}",
+                _verdict(not missed),
+            ]
+        )
         d = q["delete"]
         out.append(
             [
-                "delete 1M-row simulation < 5 s",
+                "5. delete a 1M-row simulation < 1 s",
                 f"{d['delete_s']:.2f} s",
-                "met" if d["delete_s"] < 5 else "NOT met",
+                _verdict(d["delete_s"] < 1),
             ]
         )
         out.append(
             [
-                "... without blocking other ingest",
-                f"ingest {_n(d['during_rows_s'])} rows/s during vs {_n(d['before_rows_s'])} "
-                f"before; longest commit gap {d['max_gap_s']:.2f} s",
-                "met" if not d["blocked"] else "NOT met",
+                "   ... without blocking other ingest",
+                f"{_n(d['during_rows_s'])} rows/s during vs {_n(d['before_rows_s'])} before;"
+                f" longest commit gap {d['max_gap_s']:.2f} s",
+                _verdict(not d["blocked"]),
+            ]
+        )
+        a = q["archive"]
+        out.append(
+            [
+                "5. archive a 1M-row simulation < 1 s",
+                f"{a['archive_s']:.2f} s (export {a['export_s']:.2f}, verify + delete "
+                f"{a['verify_and_delete_s']:.2f})",
+                _verdict(a["archive_s"] < 1),
             ]
         )
     return out
 
 
-def render(results: dict[str, Any]) -> str:
-    parts: list[str] = []
-    ing = results.get("ingest")
-    if ing:
-        cs = ing["contenders"]
-        ceil = _find(cs, "ceiling")
-        assert ceil
-        rows = [
+def _ingest(ing: dict[str, Any]) -> list[str]:
+    cs = ing["contenders"]
+    ceil = _find(cs, "before: ceiling")
+    parts = [
+        f"Ingest of {ing['shape']['rows']:,} agent states, {len(ceil['runs_s'])} runs each,"
+        " interleaved (before = migrated to version 5, after = current schema)",
+        _table(
+            ["contender", "runs (s)", "best rows/s", "median rows/s", "x ceiling before (median)"],
             [
-                c["contender"],
-                _n(c["rows"]),
-                _n(c["best_rows_s"]),
-                _n(c["median_rows_s"]),
-                f"{c['best_rows_s'] / ceil['best_rows_s']:.2f}",
-            ]
-            for c in cs
-        ]
-        parts.append(
-            f"Ingest into sim.agent_states ({ing['shape']['rows']:,} rows, "
-            f"{len(ceil['runs_s'])} runs each)"
-        )
-        parts.append(
-            _table(
-                ["contender", "rows", "best rows/s", "median rows/s", "x ceiling (best/best)"], rows
-            )
-        )
-        if ing.get("ablation"):
-            base = ing["ablation"][0]["median_rows_s"]
-            parts.append(
-                "\nWhat the ceiling pays for: server COPY of the same file, variants rolled back"
-            )
-            parts.append(
-                _table(
-                    ["variant", "median rows/s", "x as is"],
-                    [
-                        [a["contender"], _n(a["median_rows_s"]), f"{a['median_rows_s'] / base:.2f}"]
-                        for a in ing["ablation"]
-                    ],
-                )
-            )
-        if ing.get("client_us_per_row"):
-            parts.append("\nClient CPU of our path, no database (µs per row)")
-            parts.append(
-                _table(
-                    ["step", "µs/row"], [[k, f"{v}"] for k, v in ing["client_us_per_row"].items()]
-                )
-            )
-        st, sq = ing["storage_pg"], ing["storage_sqlite"]
-        n = st["rows"]
-        idx = [
-            [k.removeprefix("index:"), f"{v / n:.1f}"]
-            for k, v in st.items()
-            if k.startswith("index:")
-        ]
-        parts.append("\nStorage per agent-state row (bytes)")
-        parts.append(
-            _table(
-                ["part", "bytes/row"],
                 [
-                    ["PostgreSQL heap", f"{st['heap'] / n:.1f}"],
-                    *idx,
-                    ["PostgreSQL toast", f"{st['toast'] / n:.1f}"],
-                    ["PostgreSQL total", f"{(st['heap'] + st['indexes'] + st['toast']) / n:.1f}"],
+                    c["contender"],
+                    ", ".join(f"{t:.2f}" for t in c["runs_s"]),
+                    _n(c["best_rows_s"]),
+                    _n(c["median_rows_s"]),
+                    f"{c['median_rows_s'] / ceil['median_rows_s']:.2f}",
+                ]
+                for c in cs
+            ],
+        ),
+    ]
+    ab = ing.get("ablation") or []
+    if ab:
+        parts.append("\nWhat each ceiling pays for: server COPY of its file, variants rolled back")
+        rows = []
+        for side in ("before", "after"):
+            group = [a for a in ab if a["contender"].startswith(side)]
+            base = group[0]["median_rows_s"]
+            rows += [
+                [a["contender"], _n(a["median_rows_s"]), f"{a['median_rows_s'] / base:.2f}"]
+                for a in group
+            ]
+        parts.append(_table(["variant", "median rows/s", "x as is"], rows))
+    return parts
+
+
+def _storage(st: dict[str, Any]) -> list[str]:
+    parts = []
+    for key, label in (("plain", ""), ("with_extras", ", with a small JSON extra per state")):
+        v = st[key]
+        b = _storage_rows(v)
+        n = v["states"]
+        parts.append(
+            f"\nStorage per agent state + its action ({n:,} states, {v['actions']:,} actions"
+            f"{label}), bytes incl. indexes and TOAST, after VACUUM"
+        )
+        parts.append(
+            _table(
+                ["store", "bytes per state+action", "x SQLite"],
+                [
                     [
-                        "SQLite file (SQLAlchemy predecessor)",
-                        f"{sq['file_bytes'] / sq['rows']:.1f}",
+                        "predecessor SQLite (seed 001 tables, one file per simulation)",
+                        f"{b['sqlite']:.1f}",
+                        "1.00",
+                    ],
+                    *(
+                        [
+                            [
+                                "the same SQLite files after VACUUM",
+                                f"{b['sqlite_vacuumed']:.1f}",
+                                f"{b['sqlite_vacuumed'] / b['sqlite']:.2f}",
+                            ]
+                        ]
+                        if "sqlite_vacuumed" in b
+                        else []
+                    ),
+                    [
+                        "before: version 5 (agent_states, agent_actions)",
+                        f"{b['before']:.1f}",
+                        f"{b['before'] / b['sqlite']:.2f}",
+                    ],
+                    [
+                        "after: agent_states_data, agent_actions_data",
+                        f"{b['after']:.1f}",
+                        f"{b['after'] / b['sqlite']:.2f}",
+                    ],
+                    [
+                        "after, with population_rollup and action_rollup",
+                        f"{b['after_rollups']:.1f}",
+                        f"{b['after_rollups'] / b['sqlite']:.2f}",
                     ],
                 ],
             )
         )
-        if ing.get("column_bytes"):
-            parts.append("\nAverage stored bytes per column (pg_column_size)")
-            parts.append(
-                _table(["column", "bytes"], [[k, f"{v}"] for k, v in ing["column_bytes"].items()])
+        rows = []
+        for side in ("before", "after"):
+            for part, size in {**v[side]["parts"], **v[side]["rollups"]}.items():
+                rows.append([f"{side}: {part}", f"{size / n:.1f}"])
+        parts.append(_table(["relation", "bytes per state"], rows))
+    return parts
+
+
+def _queries(q: dict[str, Any]) -> list[str]:
+    parts = [
+        f"\nQueries on {q['shape']['rows']:,} agent states, {q['shape']['sims']} simulations"
+        f" (load {q['load']['insert_s']:.0f} s, VACUUM ANALYZE {q['load']['vacuum_analyze_s']:.0f}"
+        f" s, database {q['database_bytes'] / 2**30:.1f} GiB)",
+        _table(
+            ["query (sql/ file)", "rows", "p50 ms", "p95 ms", "target", "server ms", "plan"],
+            [
+                [
+                    f"{r['query']} ({r['library']})",
+                    _n(r["rows"]),
+                    f"{r['p50_ms']}",
+                    f"{r['p95_ms']}",
+                    f"< {r['target_p50_ms']:.0f}",
+                    f"{r['server_ms']} ({r['buffers_hit'] + r['buffers_read']} buffers)",
+                    "; ".join(r["plan"]),
+                ]
+                for r in q["queries"]
+            ],
+        ),
+        "\nQuery API against the same SQL run directly (psycopg, same async connection,"
+        " alternating), p50 ms",
+        _table(
+            ["function", "reads", "API", "direct", "x", "direct + API's row factory", "x"],
+            [
+                [
+                    a["function"],
+                    a["reads"],
+                    f"{a['api_p50_ms']:.2f}",
+                    f"{a['direct_p50_ms']:.2f}",
+                    f"{a['ratio']:.2f}",
+                    f"{a['direct_rows_p50_ms']:.2f}",
+                    f"{a['ratio_same_rows']:.2f}",
+                ]
+                for a in q["api_overhead"]
+            ],
+        ),
+    ]
+    d, a = q["delete"], q["archive"]
+    counts = ", ".join(f"{k} {v:,}" for k, v in d["rows"].items() if v)
+    parts.append(
+        f"\nDelete of {d['simulation']} ({counts}):"
+        f" {d['delete_s']:.2f} s; the other simulation's ingest ({d['path']})"
+        f" {_n(d['before_rows_s'])} rows/s before, {_n(d['during_rows_s'])} during"
+        f" ({d['commits_during']} commits), {_n(d['after_rows_s'])} after; longest gap between"
+        f" its commits {d['max_gap_s']:.2f} s"
+    )
+    parts.append(
+        f"Archive of {a['simulation']}: {a['archive_s']:.2f} s (export {a['export_s']:.2f} s,"
+        f" verify + delete {a['verify_and_delete_s']:.2f} s); other ingest"
+        f" {_n(a['before_rows_s'])} -> {_n(a['during_rows_s'])} -> {_n(a['after_rows_s'])}"
+        f" rows/s; longest commit gap {a['max_gap_s']:.2f} s"
+    )
+    b = q["delete_breakdown"]
+    parts.append(
+        f"\nWhere a delete's time goes ({b['simulation']}, each part rolled back): the whole"
+        f" DELETE under EXPLAIN ANALYZE {b['total_ms']} ms, {b['total_wal_mb']} MB WAL;"
+        " its triggers: " + "; ".join(f"{t['trigger']} {t['ms']} ms" for t in b["triggers"])
+    )
+    parts.append(
+        _table(
+            ["statement", "rows", "s", "WAL MB"],
+            [
+                [s["statement"], _n(s["rows"]), f"{s['s']:.3f}", f"{s['wal_mb']}"]
+                for s in b["statements"]
+            ],
+        )
+    )
+    return parts
+
+
+def render(results: dict[str, Any]) -> str:
+    parts: list[str] = []
+    if results.get("ingest"):
+        parts += _ingest(results["ingest"])
+    cpu = results.get("cpu")
+    if cpu:
+        parts.append(
+            f"\nWhere the time goes: one run each into the current schema ({cpu['shape']['rows']:,}"
+            " rows), CPU seconds of the harness process (client) and of the server backends"
+        )
+        parts.append(
+            _table(
+                ["contender", "wall s", "client CPU s", "server CPU s", "rows/s"],
+                [
+                    [
+                        r["contender"],
+                        f"{r['wall_s']:.2f}",
+                        f"{r['client_cpu_s']:.2f}",
+                        f"{r['server_cpu_s']:.2f}",
+                        _n(r["rows"] / r["wall_s"]),
+                    ]
+                    for r in cpu["runs"]
+                ],
             )
+        )
+        if cpu.get("fresh_database"):
+            parts.append(
+                "\nThe logger into a fresh database (agents just registered, no statistics),"
+                " a new database per run, interleaved"
+            )
+            parts.append(
+                _table(
+                    ["run", "variant", "wall s", "client CPU s", "server CPU s", "rows/s"],
+                    [
+                        [
+                            str(r["run"]),
+                            r["variant"],
+                            f"{r['wall_s']:.2f}",
+                            f"{r['client_cpu_s']:.2f}",
+                            f"{r['server_cpu_s']:.2f}",
+                            _n(r["rows"] / r["wall_s"]),
+                        ]
+                        for r in cpu["fresh_database"]
+                    ],
+                )
+            )
+        parts.append(
+            "logger's client work per row, no database: "
+            + "; ".join(f"{k} {v} µs" for k, v in cpu["client_us_per_row"].items())
+        )
+    if results.get("storage"):
+        parts += _storage(results["storage"])
     par = results.get("parallel")
     if par:
         one = par["runs"][0]["median_rows_s"]
         parts.append(
-            f"\nParallel ingest ({par['rows_per_simulation']:,} rows per simulation, {par['path']})"
+            f"\nParallel ingest ({par['rows_per_simulation']:,} rows per simulation, {par['path']},"
+            " one process each, interleaved)"
         )
         parts.append(
             _table(
-                ["simulations", "best rows/s", "median rows/s", "x one"],
+                ["simulations", "runs rows/s", "median rows/s", "x one"],
                 [
                     [
                         str(r["simulations"]),
-                        _n(r["best_rows_s"]),
+                        ", ".join(_n(t) for t in r["runs_rows_s"]),
                         _n(r["median_rows_s"]),
                         f"{r['median_rows_s'] / one:.2f}",
                     ]
@@ -230,44 +389,11 @@ def render(results: dict[str, Any]) -> str:
                 ],
             )
         )
-    q = results.get("queries")
-    if q:
-        st = q["storage_pg"]
-        parts.append(
-            f"\nQueries on {q['shape']['rows']:,} agent states, 10 simulations "
-            f"(load {q['load']['insert_s']:.0f} s)"
-        )
-        parts.append(
-            _table(
-                ["query", "runs", "p50 ms", "p95 ms", "plan"],
-                [
-                    [
-                        r["query"],
-                        str(r["runs"]),
-                        f"{r['p50_ms']}",
-                        f"{r['p95_ms']}",
-                        (
-                            ""
-                            if r["plan_ok"]
-                            else f"SEQ SCAN (p50 {r.get('p50_ms_seqscan_off')} ms with"
-                            " enable_seqscan=off): "
-                        )
-                        + "; ".join(r["plan"]),
-                    ]
-                    for r in q["queries"]
-                ],
-            )
-        )
-        d = q["delete"]
-        parts.append(
-            f"\nDelete of one simulation ({d['rows']:,} agent states): {d['delete_s']:.2f} s;"
-            f" concurrent ingest ({d['path']}) {_n(d['before_rows_s'])} rows/s before,"
-            f" {_n(d['during_rows_s'])} during, {_n(d['after_rows_s'])} after;"
-            f" longest gap between commits {d['max_gap_s']:.2f} s"
-        )
+    if results.get("queries"):
+        parts += _queries(results["queries"])
     t = targets(results)
     if t:
-        parts.append("\nTargets (issue 5 §2)")
+        parts.append("\nTargets (issue 12)")
         parts.append(_table(["target", "measured", "verdict"], t))
     return "\n".join(parts)
 
@@ -276,14 +402,16 @@ def print_report(results: dict[str, Any]) -> None:
     m = results.get("machine", {})
     print(
         f"\nmachine: {m.get('nproc')} CPUs, {m.get('ram_gb')} GB RAM, PostgreSQL "
-        f"{m.get('postgresql')}, Python {m.get('python')}, psycopg {m.get('psycopg')}"
+        f"{m.get('postgresql')}, Python {m.get('python')}, psycopg {m.get('psycopg')};"
+        f" load average at start {results.get('load_average_start')},"
+        f" at end {results.get('load_average_end')}"
     )
     print(render(results))
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m benchmarks.report a.json [b.json ...]`: the tables of one or more runs
-    (sections of later files win), e.g. the default run plus the queries run."""
+    (sections of later files win)."""
     import json
     import sys
     from pathlib import Path

@@ -1,8 +1,10 @@
 """One command for the whole benchmark: `python -m benchmarks.run [--dsn DSN] [--sections ...]`.
 
-Sections: ingest (every contender on the same rows, plus storage per row), parallel
-(1/2/4 simulations logging at once), memory (peak RSS while logging), queries (latency on
-a large generated dataset, plans, and a delete during another simulation's ingest).
+Sections: ingest (the schema before migration 0006 against the current one, every path
+on the same rows), storage (bytes per agent state + action against the predecessor's
+SQLite tables), parallel (1/2/4 simulations logging at once), memory (peak RSS while
+logging), queries (N simulations x 1M agent states, 30 with --scale: query latency and
+plans, the query API's overhead, delete and archive while another simulation logs).
 Prints a table and writes benchmarks/results/<timestamp>.json.
 """
 
@@ -12,6 +14,7 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -25,11 +28,11 @@ if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     __package__ = "benchmarks"
 
 from benchmarks import contenders as C
-from benchmarks import data, ours, queries, server
+from benchmarks import data, ours, queries, server, storage
 from benchmarks.report import print_report
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SECTIONS = ("ingest", "parallel", "memory", "queries")
+SECTIONS = ("ingest", "cpu", "storage", "parallel", "memory", "queries")
 
 
 def log(msg: str) -> None:
@@ -41,33 +44,29 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dsn", help="PostgreSQL server to use (default: a throwaway embedded one)")
     p.add_argument(
         "--sections",
-        default="ingest,parallel,memory",
-        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but queries)",
+        default="ingest,cpu,storage,parallel,queries",
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all but memory)",
     )
-    p.add_argument("--sims", type=int, default=2, help="ingest: simulations (default 2)")
-    p.add_argument("--agents", type=int, default=500, help="ingest: agents per simulation")
-    p.add_argument("--steps", type=int, default=1000, help="ingest: steps per simulation")
+    p.add_argument("--sims", type=int, default=2, help="ingest/storage: simulations (default 2)")
+    p.add_argument("--agents", type=int, default=500, help="ingest/storage: agents per simulation")
+    p.add_argument("--steps", type=int, default=1000, help="ingest/storage: steps per simulation")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--repeat", type=int, default=2, help="runs per contender (best and median)")
-    p.add_argument("--slow-rows", type=int, default=20_000, help="rows for row-at-a-time INSERT")
-    p.add_argument(
-        "--alt-rows",
-        type=int,
-        default=0,
-        help="rows for executemany and SQLAlchemy (default 0 = all)",
-    )
+    p.add_argument("--repeat", type=int, default=3, help="runs per contender (interleaved)")
     p.add_argument("--parallel-rows", type=int, default=250_000, help="rows per simulation")
     p.add_argument(
-        "--memory-rows",
-        type=int,
-        default=1_000_000,
-        help="rows logged while sampling RSS (the target is stated for 5000000)",
+        "--memory-rows", type=int, default=1_000_000, help="rows logged while sampling RSS"
     )
     p.add_argument(
-        "--query-rows",
+        "--query-sims",
         type=int,
-        default=10_000_000,
-        help="agent states over 10 simulations of 1000 agents",
+        default=3,
+        help="queries: simulations of 1000 agents x 1000 steps (default 3)",
+    )
+    p.add_argument(
+        "--scale", action="store_true", help="queries: 30 simulations (30M agent states)"
+    )
+    p.add_argument(
+        "--query-steps", type=int, default=1000, help="queries: steps per simulation (1000)"
     )
     p.add_argument("--query-runs", type=int, default=30, help="runs per query (p50/p95)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/<ts>.json)")
@@ -87,87 +86,163 @@ def _stats(name: str, times: list[float], rows: int, note: str = "") -> dict[str
 
 # -- ingest -----------------------------------------------------------------------------
 
+Contender = tuple[str, Callable[[str, Sequence[data.StateRow]], float], str, Sequence[Any]]
+
 
 def run_ingest(maint: str, args: argparse.Namespace) -> dict[str, Any]:
     shape = data.Shape(sims=args.sims, agents=args.agents, steps=args.steps, seed=args.seed)
     log(f"generating {shape.rows:,} agent states ...")
     rows = data.all_states(shape)
-    alt = rows[: args.alt_rows] if args.alt_rows else rows
-    slow = rows[: args.slow_rows]
     tmp = Path(tempfile.mkdtemp(prefix="sim_schema_bench_files_"))
-    binfile, sqlite_file = tmp / "agent_states.bin", tmp / "farm.db"
+    before_file, after_file = tmp / "before.bin", tmp / "after.bin"
     out: dict[str, Any] = {"shape": vars(shape) | {"rows": shape.rows}}
-    with server.fresh_database(maint, "sim_bench_ingest") as dsn:
-        server.register(dsn, shape.sim_ids(), data.agent_rows(shape))
-        C.psycopg_copy(dsn, rows)
-        C.dump_binary(dsn, binfile)
-        out["binary_file_bytes"] = binfile.stat().st_size
+    modes: dict[str, str] = {}
+    with (
+        server.fresh_database(maint, "sim_bench_ingest_before", to=5) as before,
+        server.fresh_database(maint, "sim_bench_ingest_after") as after,
+    ):
+        for dsn in (before, after):
+            server.register(dsn, shape.sim_ids(), data.agent_rows(shape))
+        C.psycopg_copy(before, rows)
+        C.dump_binary(before, before_file, C.BEFORE_TABLE)
+        ours.bulk_ingest(after, rows)
+        C.dump_binary(after, after_file, C.AFTER_TABLE)
+        keyed = data.keyed(rows, *server.keys(after))
+        out["binary_file_bytes"] = {
+            "before": before_file.stat().st_size,
+            "after": after_file.stat().st_size,
+        }
 
-        ceiling_mode = ""
+        def ceiling_of(label: str, path: Path, table: str) -> Callable[..., float]:
+            def run(dsn: str, _rows: Sequence[data.StateRow]) -> float:
+                seconds, modes[label] = C.ceiling(dsn, path, table)
+                return seconds
 
-        def ceiling(dsn: str, _rows: Sequence[data.StateRow]) -> float:
-            nonlocal ceiling_mode
-            seconds, ceiling_mode = C.ceiling(dsn, binfile)
-            return seconds
+            return run
 
-        contenders: list[tuple[str, Callable[..., float], Sequence[data.StateRow], str]] = [
-            ("ceiling: server COPY FROM binary file", ceiling, rows, "pg"),
-            *[(name, fn, rows, "pg") for name, fn in ours.contenders()],
-            ("asyncpg copy_records_to_table", C.asyncpg_copy, rows, "pg"),
-            ("psycopg binary COPY, write_row (reference)", C.psycopg_copy, rows, "pg"),
-            ("psycopg executemany (pipeline)", C.executemany_pipeline, alt, "pg"),
-            ("SQLAlchemy bulk_insert_mappings -> SQLite", C.sqlalchemy_sqlite, alt, "sqlite"),
-            ("SQLAlchemy bulk_insert_mappings -> PostgreSQL", C.sqlalchemy_postgres, alt, "pg"),
-            ("row-at-a-time awaited INSERT (autocommit)", C.row_at_a_time, slow, "pg"),
+        ceiling_before = "before: ceiling, server COPY of a binary file into agent_states"
+        ceiling_after = "after: ceiling, server COPY of a binary file into agent_states_data"
+        contenders: list[Contender] = [
+            (ceiling_before, ceiling_of(ceiling_before, before_file, C.BEFORE_TABLE), before, rows),
+            (ceiling_after, ceiling_of(ceiling_after, after_file, C.AFTER_TABLE), after, rows),
+            *[(name, fn, after, rows) for name, fn in ours.contenders()],
+            (
+                "after: asyncpg copy_records_to_table (keys mapped before)",
+                C.asyncpg_copy,
+                after,
+                keyed,
+            ),
         ]
         times: dict[str, list[float]] = {name: [] for name, *_ in contenders}
         for r in range(args.repeat):
-            for name, fn, subset, target in contenders:
+            for name, fn, dsn, subset in contenders:
                 # The inputs (1M row tuples, for the logger 1M dicts more) are built
                 # before the clock; collected here, their promotion to the collector's
                 # oldest generation does not trigger full collections inside the clock.
+                server.reset_states(dsn)
                 gc.collect()
-                if target == "pg":
-                    server.reset_states(dsn)
-                    seconds = fn(dsn, subset)
-                    got = server.count_states(dsn)
-                else:
-                    seconds = fn(sqlite_file, subset)
-                    got = C.sqlite_count(sqlite_file)
+                seconds = fn(dsn, subset)
+                got = server.count_states(dsn)
                 if got != len(subset):
                     raise SystemExit(f"{name}: {got} rows stored, expected {len(subset)}")
                 times[name].append(seconds)
                 log(f"  run {r + 1}: {name}: {len(subset) / seconds:,.0f} rows/s")
-        out["ablation"] = run_ablation(dsn, binfile, len(rows), args.repeat)
-        if ours.HAVE_WRITER:
-            out["client_us_per_row"] = ours.client_costs(rows)
-        # Storage: the last contender left the table half-empty; reload the ceiling's rows.
-        server.reset_states(dsn)
-        C.ceiling(dsn, binfile)
-        with server.connect(dsn) as c:
-            c.execute("VACUUM ANALYZE agent_states")
-        out["storage_pg"] = queries.storage(dsn)
-        out["column_bytes"] = C.column_bytes(dsn)
-        C.sqlalchemy_sqlite(sqlite_file, rows)
-        out["storage_sqlite"] = {"file_bytes": sqlite_file.stat().st_size, "rows": len(rows)}
         out["contenders"] = [
-            _stats(name, times[name], len(subset), ceiling_mode if fn is ceiling else "")
-            for name, fn, subset, _ in contenders
+            _stats(name, times[name], len(subset), modes.get(name, ""))
+            for name, _, _, subset in contenders
         ]
-    for f in (binfile, sqlite_file):
+        out["ablation"] = [
+            *run_ablation(before, before_file, C.BEFORE_TABLE, len(rows), args.repeat),
+            *run_ablation(after, after_file, C.AFTER_TABLE, len(rows), args.repeat),
+        ]
+    for f in (before_file, after_file):
         f.unlink(missing_ok=True)
     return out
 
 
-def run_ablation(dsn: str, binfile: Path, n: int, repeat: int) -> list[dict[str, Any]]:
-    """The ceiling's COPY with FK checks and/or indexes removed: what each one costs."""
-    times: dict[str, list[float]] = {name: [] for name in C.ABLATIONS}
+def run_ablation(dsn: str, binfile: Path, table: str, n: int, repeat: int) -> list[dict[str, Any]]:
+    """A ceiling's COPY with triggers and/or indexes removed: what each one costs."""
+    variants = C.ABLATIONS[table]
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeat):
-        for name, (drop, skip_fk) in C.ABLATIONS.items():
+        for name, (drop, skip) in variants.items():
             server.reset_states(dsn)
-            times[name].append(C.ceiling_variant(dsn, binfile, drop, skip_fk))
+            times[name].append(C.ceiling_variant(dsn, binfile, table, drop, skip))
             log(f"  ceiling {name}: {n / times[name][-1]:,.0f} rows/s")
     return [_stats(name, t, n) for name, t in times.items()]
+
+
+# -- cpu --------------------------------------------------------------------------------
+
+
+def run_cpu(maint: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Where the time of the after-schema contenders goes: CPU of the harness process and
+    of the server backends during one run of each, and the logger's client work per row."""
+    shape = data.Shape(sims=args.sims, agents=args.agents, steps=args.steps, seed=args.seed)
+    rows = data.all_states(shape)
+    tmp = Path(tempfile.mkdtemp(prefix="sim_schema_bench_files_"))
+    after_file = tmp / "after.bin"
+    out: dict[str, Any] = {"shape": vars(shape) | {"rows": shape.rows}, "runs": []}
+    with server.fresh_database(maint, "sim_bench_cpu") as dsn:
+        server.register(dsn, shape.sim_ids(), data.agent_rows(shape))
+        ours.bulk_ingest(dsn, rows)
+        C.dump_binary(dsn, after_file, C.AFTER_TABLE)
+        keyed = data.keyed(rows, *server.keys(dsn))
+        runs: list[tuple[str, Callable[[], float], Sequence[Any]]] = [
+            ("ceiling after", lambda: C.ceiling(dsn, after_file, C.AFTER_TABLE)[0], rows),
+            ("logger", lambda: ours.logger_ingest(dsn, rows), rows),
+            ("bulk writer", lambda: ours.bulk_ingest(dsn, rows), rows),
+            ("asyncpg", lambda: C.asyncpg_copy(dsn, keyed), keyed),
+        ]
+        for label, fn, subset in runs:
+            server.reset_states(dsn)
+            out["runs"].append(ours.cpu_split(dsn, subset, label, fn))
+            log(f"  cpu {out['runs'][-1]}")
+    after_file.unlink(missing_ok=True)
+    out["fresh_database"] = run_fresh_logger(maint, shape, rows, args.repeat)
+    out["client_us_per_row"] = ours.client_costs(rows)
+    log(f"  client µs/row: {out['client_us_per_row']}")
+    return out
+
+
+# What PostgreSQL 18 does with the rollup functions' plans: after five executions on a
+# connection a SQL function's statement may switch to a generic plan; the setting below
+# (a lever, not the shipped schema) keeps population_add/action_add on custom plans.
+PIN_CUSTOM_PLANS = (
+    "ALTER FUNCTION population_add SET plan_cache_mode = force_custom_plan;"
+    " ALTER FUNCTION action_add SET plan_cache_mode = force_custom_plan"
+)
+
+
+def run_fresh_logger(
+    maint: str, shape: data.Shape, rows: Sequence[Any], repeat: int
+) -> list[dict[str, Any]]:
+    """The logger into a fresh database whose agents were just registered (no statistics
+    yet, as in a user's first run), as shipped and with the rollup functions pinned to
+    custom plans; interleaved, a new database per run."""
+    out = []
+    for r in range(repeat):
+        for pinned in (False, True):
+            with server.fresh_database(maint, "sim_bench_fresh") as dsn:
+                if pinned:
+                    with server.connect(dsn) as c:
+                        c.execute(PIN_CUSTOM_PLANS)
+                server.register(dsn, shape.sim_ids(), data.agent_rows(shape))
+                label = "rollup functions on custom plans" if pinned else "as shipped"
+                out.append(
+                    {"run": r + 1, "variant": label}
+                    | ours.cpu_split(dsn, rows, "logger", lambda d=dsn: ours.logger_ingest(d, rows))
+                )
+                log(f"  fresh database, logger {label}: {out[-1]}")
+    return out
+
+
+# -- storage ----------------------------------------------------------------------------
+
+
+def run_storage(maint: str, args: argparse.Namespace) -> dict[str, Any]:
+    shape = data.Shape(sims=args.sims, agents=args.agents, steps=args.steps, seed=args.seed)
+    return storage.measure(maint, shape, log)
 
 
 # -- parallel ---------------------------------------------------------------------------
@@ -208,11 +283,11 @@ def run_parallel(maint: str, args: argparse.Namespace) -> dict[str, Any]:
         "path": ours.PARALLEL_PATH,
         "runs": [],
     }
+    totals: dict[int, list[float]] = {1: [], 2: [], 4: []}
     with server.fresh_database(maint, "sim_bench_parallel") as dsn:
         server.register(dsn, shape.sim_ids(), data.agent_rows(shape))
-        for n in (1, 2, 4):
-            totals = []
-            for _ in range(args.repeat):
+        for _ in range(args.repeat):
+            for n in totals:  # interleaved: 1, 2, 4, 1, 2, 4, ...
                 server.reset_states(dsn)
                 barrier, queue = ctx.Barrier(n), ctx.Queue()
                 procs = [
@@ -229,15 +304,17 @@ def run_parallel(maint: str, args: argparse.Namespace) -> dict[str, Any]:
                 total = sum(r[3] for r in res)
                 if server.count_states(dsn) != total:
                     raise SystemExit("parallel: row count mismatch")
-                totals.append(total / (max(r[2] for r in res) - min(r[1] for r in res)))
-                log(f"  {n} simulation(s) at once: {totals[-1]:,.0f} rows/s total")
-            out["runs"].append(
-                {
-                    "simulations": n,
-                    "best_rows_s": max(totals),
-                    "median_rows_s": statistics.median(totals),
-                }
-            )
+                totals[n].append(total / (max(r[2] for r in res) - min(r[1] for r in res)))
+                log(f"  {n} simulation(s) at once: {totals[n][-1]:,.0f} rows/s total")
+    out["runs"] = [
+        {
+            "simulations": n,
+            "runs_rows_s": [round(t) for t in ts],
+            "best_rows_s": max(ts),
+            "median_rows_s": statistics.median(ts),
+        }
+        for n, ts in totals.items()
+    ]
     return out
 
 
@@ -271,19 +348,29 @@ def run_memory(maint: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_queries(maint: str, args: argparse.Namespace) -> dict[str, Any]:
-    agents = 1000
-    shape = queries.QueryShape(
-        sims=10, agents=agents, steps=max(1, args.query_rows // (10 * agents))
-    )
+    shape = queries.QueryShape(sims=30 if args.scale else args.query_sims, steps=args.query_steps)
     out: dict[str, Any] = {"shape": vars(shape) | {"rows": shape.rows}}
     with server.fresh_database(maint, "sim_bench_queries") as dsn:
         log(f"loading {shape.rows:,} agent states for the query benchmark ...")
         out["load"] = queries.load(dsn, shape, log)
-        out["storage_pg"] = queries.storage(dsn)
+        with server.connect(dsn) as c:
+            out["database_bytes"] = c.execute(
+                "SELECT pg_database_size(current_database())"
+            ).fetchone()[0]
         out["queries"] = queries.measure(dsn, shape, args.query_runs, seed=args.seed)
         for q in out["queries"]:
             log(f"  {q['query']}: p50 {q['p50_ms']} ms, p95 {q['p95_ms']} ms")
-        out["delete"] = ours.delete_during_ingest(dsn, shape.sim_id(shape.sims - 1), log)
+        out["api_overhead"] = queries.api_overhead(dsn, shape, args.query_runs)
+        for a in out["api_overhead"]:
+            log(f"  API {a['function']}: {a['api_p50_ms']} vs {a['direct_p50_ms']} ms")
+        last = shape.sims - 1
+        out["delete"] = ours.delete_during_ingest(dsn, shape.sim_id(last), log)
+        out["archive"] = ours.archive_during_ingest(dsn, shape.sim_id(last - 1), log)
+        out["delete_breakdown"] = queries.delete_breakdown(dsn, shape.sim_id(last - 2))
+        b = out["delete_breakdown"]
+        log(f"  delete under EXPLAIN ANALYZE: {b['total_ms']} ms, {b['total_wal_mb']} MB WAL")
+        for s in b["statements"]:
+            log(f"  {s['statement']}: {s['rows']:,} rows, {s['s']} s, {s['wal_mb']} MB WAL")
     return out
 
 
@@ -294,12 +381,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
     started = time.time()
-    results: dict[str, Any] = {"command": "python -m benchmarks.run " + " ".join(sys.argv[1:])}
+    results: dict[str, Any] = {
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "load_average_start": os.getloadavg(),
+    }
     with server.server(args.dsn) as maint:
         with server.fresh_database(maint, "sim_bench_info") as dsn:
             results["machine"] = server.machine(dsn)
         runners = {
             "ingest": run_ingest,
+            "cpu": run_cpu,
+            "storage": run_storage,
             "parallel": run_parallel,
             "memory": run_memory,
             "queries": run_queries,
@@ -308,9 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         for section in SECTIONS:
             if section in sections:
-                log(f"== {section}")
+                log(f"== {section} (load average {os.getloadavg()[0]:.2f})")
+                t0 = time.time()
                 results[section] = runners[section](maint, args)
+                results[section]["wall_s"] = round(time.time() - t0, 1)
+                results[section]["load_average_end"] = os.getloadavg()
                 results["wall_s"] = round(time.time() - started, 1)
+                results["load_average_end"] = os.getloadavg()
                 out.write_text(json.dumps(results, indent=2, default=str))  # after each section
     print_report(results)
     print(f"\nJSON: {out}")

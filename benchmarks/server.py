@@ -56,8 +56,11 @@ def restartable_server(dsn: str | None) -> Iterator[tuple[str, Callable[[], None
 
 
 @contextmanager
-def fresh_database(maintenance_dsn: str, name: str, *, keep: bool = False) -> Iterator[str]:
-    """Create database `name` with every migration applied; drop it afterwards unless `keep`."""
+def fresh_database(
+    maintenance_dsn: str, name: str, *, keep: bool = False, to: int | None = None
+) -> Iterator[str]:
+    """Create database `name` migrated to version `to` (None: every migration, the current
+    schema; 5: the schema before compact storage); drop it afterwards unless `keep`."""
     with psycopg.connect(maintenance_dsn, autocommit=True) as c:
         c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -65,7 +68,7 @@ def fresh_database(maintenance_dsn: str, name: str, *, keep: bool = False) -> It
     params["dbname"] = name
     dsn = make_conninfo(**params)
     with psycopg.connect(dsn) as c:
-        MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(c)
+        MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(c, to=to)
     try:
         yield dsn
     finally:
@@ -98,17 +101,50 @@ def register(dsn: str, sim_ids: list[str], agents: list[tuple[str, str, str]]) -
                     cp.write_row(row)
 
 
-def reset_states(dsn: str) -> None:
-    """Empty agent_states (and the batch ledger) and checkpoint, so each contender starts equal."""
+def compact(dsn: str) -> bool:
+    """True for the current schema (agent_states is a view over agent_states_data), False
+    for a database migrated only to version 5 (agent_states is the table)."""
     with connect(dsn) as c:
-        c.execute("TRUNCATE agent_states, ingest_batches")
+        row = c.execute("SELECT to_regclass('agent_states_data') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def states_table(dsn: str) -> str:
+    """Where agent states are stored: agent_states_data, or (version 5) agent_states."""
+    return "agent_states_data" if compact(dsn) else "agent_states"
+
+
+def reset_states(dsn: str) -> None:
+    """Empty the stored agent states (with their rollups, and the batch ledger) and
+    checkpoint, so each contender starts equal."""
+    new = compact(dsn)
+    tables = (
+        "agent_states_data, agent_actions_data, population_rollup, action_rollup"
+        if new
+        else "agent_states, agent_actions"
+    )
+    with connect(dsn) as c:
+        c.execute(f"TRUNCATE {tables}, ingest_batches")
+        if new:
+            c.execute("UPDATE simulations SET stored_through_step = NULL")
         c.execute("CHECKPOINT")
 
 
 def count_states(dsn: str) -> int:
     with connect(dsn) as c:
-        row = c.execute("SELECT count(*) FROM agent_states").fetchone()
+        row = c.execute(f"SELECT count(*) FROM {states_table(dsn)}").fetchone()
     return int(row[0]) if row else 0
+
+
+def keys(dsn: str) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """sim_key per simulation and agent_key per (simulation, agent) (current schema)."""
+    with connect(dsn) as c:
+        sims = dict(c.execute("SELECT simulation_id, sim_key FROM simulations").fetchall())
+        agents = {
+            (s, a): k
+            for s, a, k in c.execute("SELECT simulation_id, agent_id, agent_key FROM agents")
+        }
+    return sims, agents
 
 
 def machine(dsn: str) -> dict[str, Any]:
