@@ -660,3 +660,28 @@ COMMENT ON COLUMN action_statistics.agents IS 'Distinct agents that took the act
 COMMENT ON COLUMN action_statistics.mean_reward IS 'Mean reward (NULL rewards ignored).';
 COMMENT ON COLUMN action_statistics.total_reward IS 'Sum of rewards.';
 COMMENT ON COLUMN action_statistics.mean_resource_change IS 'Mean of resources_after - resources_before.';
+
+-- 7. The functions' settings ---------------------------------------------------------------
+-- Each function that reads or writes a table runs with this migration's search path (the
+-- module schema), whatever the caller's: a host connection on `public`, a raw insert into
+-- `sim.agent_states` or a `DELETE FROM sim.simulations` resolve the same tables.
+ALTER FUNCTION assign_agent_key() SET search_path FROM CURRENT;
+ALTER FUNCTION population_add(integer[], integer[], integer[], double precision[],
+                              double precision[], integer) SET search_path FROM CURRENT;
+ALTER FUNCTION agent_states_rollup() SET search_path FROM CURRENT;
+ALTER FUNCTION action_add(integer[], integer[], text[], double precision[], numeric[],
+                          integer) SET search_path FROM CURRENT;
+ALTER FUNCTION agent_actions_rollup() SET search_path FROM CURRENT;
+ALTER FUNCTION agents_type_rollup() SET search_path FROM CURRENT;
+ALTER FUNCTION rebuild_rollups(text) SET search_path FROM CURRENT;
+ALTER FUNCTION insert_through_view() SET search_path FROM CURRENT;
+ALTER FUNCTION number_interaction() SET search_path FROM CURRENT;
+ALTER FUNCTION delete_simulation_data() SET search_path FROM CURRENT;
+ALTER FUNCTION delete_agent_data() SET search_path FROM CURRENT;
+-- The rollup upserts get arrays of another size at every call: a generic plan, which
+-- PostgreSQL 18 caches for SQL functions after five calls, made each 25,000-row batch
+-- 10x slower (docs/performance.md, "Defects found").
+ALTER FUNCTION population_add(integer[], integer[], integer[], double precision[],
+                              double precision[], integer) SET plan_cache_mode = force_custom_plan;
+ALTER FUNCTION action_add(integer[], integer[], text[], double precision[], numeric[],
+                          integer) SET plan_cache_mode = force_custom_plan;

@@ -419,7 +419,12 @@ class _JsonbWireDumper(Dumper):
 
 
 _JsonbWireDumper.oid = psycopg.adapters.types["jsonb"].oid
+# Registered for the JsonbWire class only: registering a dumper with an oid also makes it
+# the process-wide binary dumper of that oid (a host's `copy.set_types(["jsonb"])`), so
+# psycopg's own is put back for that.
+_jsonb_by_oid = psycopg.adapters.get_dumper_by_oid(_JsonbWireDumper.oid, Format.BINARY)
 psycopg.adapters.register_dumper(JsonbWire, _JsonbWireDumper)
+psycopg.adapters.register_dumper(None, _jsonb_by_oid)
 
 
 def param(table_name: str, column: str, value: Any) -> Any:

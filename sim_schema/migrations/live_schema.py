@@ -62,7 +62,10 @@ _QUERIES: dict[str, str] = {
           AND c.relkind IN ('v', 'm')""",
     "function": """
         SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-               replace(pg_get_functiondef(p.oid), quote_ident(%(schema)s) || '.', '')
+               regexp_replace(replace(pg_get_functiondef(p.oid), quote_ident(%(schema)s) || '.',
+                                      ''),
+                              '^ SET search_path TO .*$', ' SET search_path TO <module schema>',
+                              'n')
         FROM pg_proc p WHERE p.pronamespace = %(schema)s::regnamespace""",
     "trigger": """
         SELECT c.relname || '.' || t.tgname,

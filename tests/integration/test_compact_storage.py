@@ -415,3 +415,47 @@ async def test_a_raw_sql_insert_through_a_view_keeps_every_column(
     stored = await rows(aconn, sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(table)).as_string(aconn))
     assert stored == [tuple(values.values())]
+
+
+async def test_raw_sql_on_schema_qualified_names_works_from_any_search_path(
+    dsn: str, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """A host connection on `public` writing `sim.` names: the triggers resolve the
+    module's tables whatever the caller's search path."""
+    await add_simulation(aconn, "s", agents=1)
+    key = await sim_key(aconn, "s")
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, options="-c search_path=public"
+    ) as host:
+        await host.execute("INSERT INTO sim.agents (simulation_id, agent_id, agent_type)"
+                           " VALUES ('s', 'raw', 'prey')")  # its key from the trigger
+        await host.execute("INSERT INTO sim.agent_states (simulation_id, step, agent_id,"
+                           " health) VALUES ('s', 0, 'raw', 0.5)")
+        await host.execute("INSERT INTO sim.agent_actions (simulation_id, step, agent_id,"
+                           " action_type, reward) VALUES ('s', 0, 'raw', 'move', 1)")
+        async with host.cursor() as cur:
+            async with cur.copy("COPY sim.agent_states_data (sim_key, step, agent_key, health)"
+                                " FROM STDIN") as copy:
+                await copy.write_row((key, 1, 1, 0.75))
+        assert await rows(host, "SELECT step, agent_id, health FROM sim.agent_states"
+                                " ORDER BY step") == [(0, "raw", 0.5), (1, "raw", 0.75)]
+        assert await rows(host, "SELECT agents FROM sim.population_by_step ORDER BY step") == [
+            (1,), (1,)]
+        await host.execute("DELETE FROM sim.simulations WHERE simulation_id = 's'")
+    assert set((await stored_counts(aconn, key)).values()) == {0}
+
+
+async def test_importing_sim_schema_leaves_psycopg_jsonb_copy_to_the_host(
+    aconn: psycopg.AsyncConnection[Any],
+) -> None:
+    """The module's jsonb dumper is for its own wire-format values only: a host's binary
+    COPY of dicts into a jsonb column (`set_types`) still uses psycopg's own."""
+    await aconn.execute("CREATE TABLE public.host_docs (doc jsonb)")
+    try:
+        async with aconn.cursor() as cur:
+            async with cur.copy("COPY public.host_docs (doc) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["jsonb"])
+                await copy.write_row([{"host": [1, "two"]}])
+        assert await rows(aconn, "SELECT doc FROM public.host_docs") == [({"host": [1, "two"]},)]
+    finally:
+        await aconn.execute("DROP TABLE public.host_docs")
