@@ -5,8 +5,8 @@
 -- key within its simulation, agents.agent_key). Views under the old names show the same
 -- rows with the readable ids (simulation_id, agent_id), so queries, the SQL library and
 -- analysts' SQL read them as before. docs/schema.md ("Storage") gives the reasons and the
--- measurements (docs/performance.md): 457 -> 283 bytes per (agent state + its action),
--- and an ingest ceiling about 2x higher without the per-row foreign-key check.
+-- measurements (docs/performance.md): 476 -> 284 bytes per (agent state + its action),
+-- and an ingest ceiling 1.7x higher without the per-row foreign-key check.
 --
 -- Integrity without per-row foreign keys: the module writes a batch and its row in the
 -- ingest ledger in one transaction; the ledger's foreign key takes a FOR KEY SHARE lock on
