@@ -22,6 +22,7 @@ from .errors import (
     MigrationFailed,
     NotFound,
     PartialMigrationFailed,
+    SchemaNotReady,
     SimSchemaError,
     UntrackedSchema,
     ValidationError,
@@ -34,6 +35,7 @@ from .migrations.migration import Migration, SqlMigration, host_migrations, load
 from .migrations.runner import MigrationRunner, migrate, migrate_async
 from .read import queries, sqllib
 from .read.export import export, export_async, export_decisions, export_decisions_async
+from .readiness import check_schema, check_schema_async
 from .settings import Settings
 from .store import Store, connect
 
@@ -58,6 +60,7 @@ __all__ = [
     "NotFound",
     "PartialMigrationFailed",
     "RetryPolicy",
+    "SchemaNotReady",
     "Settings",
     "SimSchemaError",
     "SimulationContext",
@@ -70,6 +73,8 @@ __all__ = [
     "VerificationError",
     "admin",
     "catalog",
+    "check_schema",
+    "check_schema_async",
     "connect",
     "copy_rows",
     "export",

@@ -22,6 +22,7 @@ import psycopg
 
 from ..errors import ConfigurationError, NotFound
 from ..read import queries, sqllib
+from ..readiness import check_schema
 from ..store import Store, connect
 from . import common
 
@@ -280,8 +281,20 @@ def run_query(args: argparse.Namespace) -> int:
     params = query.bind(_params(args.param))
     # A server-side cursor: rows arrive in batches, and the columns are known up front
     # (a CSV header even for an empty result).
-    with (connect(common.settings_from(args)) as conn, conn.transaction(),
-          conn.cursor(name="sim_schema_query") as cur):
+    settings = common.settings_from(args)
+    with connect(settings) as conn:
+        check_schema(conn, settings.schema_name)  # a clear error before the cursor's
+        _run_query(args, conn, query, params)
+    return common.EXIT_OK
+
+
+def _run_query(
+    args: argparse.Namespace,
+    conn: psycopg.Connection[Any],
+    query: sqllib.LibraryQuery,
+    params: dict[str, Any],
+) -> None:
+    with conn.transaction(), conn.cursor(name="sim_schema_query") as cur:
         try:
             cur.execute(query.statement, params)
         except psycopg.errors.DataError as exc:  # a parameter value of the wrong type
@@ -293,4 +306,3 @@ def run_query(args: argparse.Namespace) -> int:
         for row in cur:
             output.write(row)
         output.close()
-    return common.EXIT_OK

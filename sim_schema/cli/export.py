@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..read.export import FORMATS, export, export_decisions, validate_format, validate_tables
+from ..read.export import (
+    DECISION_FORMATS,
+    FORMATS,
+    export,
+    export_decisions,
+    validate_format,
+    validate_tables,
+)
 from ..store import connect
 from . import common
 
@@ -32,8 +39,15 @@ def register(sub: Any) -> None:
     p.add_argument("--to-step", type=int, help="last step (tables with a step column)")
     p.set_defaults(handler=run_export)
 
-    p = sub.add_parser("export-decisions", help="agent decisions as JSONL training data")
-    p.add_argument("--out", type=Path, required=True, help="output file (.jsonl)")
+    p = sub.add_parser(
+        "export-decisions",
+        help="agent decisions as training data (JSONL, a JSON array or CSV), in step order",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output file")
+    p.add_argument(
+        "--format", choices=DECISION_FORMATS, default="jsonl",
+        help="jsonl (default), json (one array) or csv (JSON columns as JSON text)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--simulation", action="append", help="a simulation id (repeatable)")
     which.add_argument("--experiment", help="every simulation of this experiment")
@@ -83,6 +97,7 @@ def run_export_decisions(args: argparse.Namespace) -> int:
             agents=args.agent,
             min_rating=args.min_rating,
             rated_only=args.rated_only,
+            fmt=args.format,
         )
     if args.json:
         print(
