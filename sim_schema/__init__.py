@@ -23,6 +23,7 @@ from .errors import (
     NotFound,
     PartialMigrationFailed,
     ReplayConflict,
+    SchemaNotReady,
     SimSchemaError,
     UntrackedSchema,
     ValidationError,
@@ -36,6 +37,7 @@ from .migrations.migration import Migration, SqlMigration, host_migrations, load
 from .migrations.runner import MigrationRunner, migrate, migrate_async
 from .read import queries, sqllib
 from .read.export import export, export_async, export_decisions, export_decisions_async
+from .readiness import check_schema, check_schema_async
 from .settings import Settings
 from .store import Store, connect
 
@@ -61,6 +63,7 @@ __all__ = [
     "PartialMigrationFailed",
     "ReplayConflict",
     "RetryPolicy",
+    "SchemaNotReady",
     "Settings",
     "SimSchemaError",
     "SimulationContext",
@@ -73,6 +76,8 @@ __all__ = [
     "VerificationError",
     "admin",
     "catalog",
+    "check_schema",
+    "check_schema_async",
     "connect",
     "copy_rows",
     "discard_steps_from",

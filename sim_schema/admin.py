@@ -22,7 +22,7 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql
 
-from . import ops
+from . import ops, readiness
 from .catalog import DATA_TABLES, SIMULATION_TABLES
 from .errors import ArchiveRefused, ConfigurationError, LifecycleError, NotFound
 from .migrations.migration import split_statements
@@ -50,7 +50,7 @@ def row_counts(
 ) -> dict[str, int]:
     """Rows per table that belong to these simulations."""
     work = _read(schema, _row_counts(list(simulation_ids)))
-    return cast(dict[str, int], ops.run_borrowed(conn, work, what=_WHAT))
+    return cast(dict[str, int], readiness.run_borrowed(conn, work, what=_WHAT, schema=schema))
 
 
 async def row_counts_async(
@@ -60,7 +60,8 @@ async def row_counts_async(
     schema: str = DEFAULT_SCHEMA,
 ) -> dict[str, int]:
     work = _read(schema, _row_counts(list(simulation_ids)))
-    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what=_WHAT))
+    result = await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
+    return cast(dict[str, int], result)
 
 
 def simulations_of(
@@ -68,28 +69,30 @@ def simulations_of(
 ) -> list[str]:
     """The experiment's simulation ids; `NotFound` if the experiment does not exist."""
     work = _read(schema, _simulations_of(experiment_id, lock=False))
-    return cast(list[str], ops.run_borrowed(conn, work, what=_WHAT))
+    return cast(list[str], readiness.run_borrowed(conn, work, what=_WHAT, schema=schema))
 
 
 async def simulations_of_async(
     conn: psycopg.AsyncConnection[Any], experiment_id: str, *, schema: str = DEFAULT_SCHEMA
 ) -> list[str]:
     work = _read(schema, _simulations_of(experiment_id, lock=False))
-    return cast(list[str], await ops.run_borrowed_async(conn, work, what=_WHAT))
+    result = await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
+    return cast(list[str], result)
 
 
 def require_simulation(
     conn: psycopg.Connection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
 ) -> None:
     """`NotFound` unless the simulation exists."""
-    ops.run_borrowed(conn, _read(schema, _require_simulation(simulation_id)), what=_WHAT)
+    work = _read(schema, _require_simulation(simulation_id))
+    readiness.run_borrowed(conn, work, what=_WHAT, schema=schema)
 
 
 async def require_simulation_async(
     conn: psycopg.AsyncConnection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
 ) -> None:
     work = _read(schema, _require_simulation(simulation_id))
-    await ops.run_borrowed_async(conn, work, what=_WHAT)
+    await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
 
 
 def delete_simulation(
@@ -97,14 +100,15 @@ def delete_simulation(
 ) -> dict[str, int]:
     """Delete a simulation and all its rows; returns the rows deleted per table."""
     work = _write(schema, _delete_simulation(simulation_id))
-    return cast(dict[str, int], ops.run_borrowed(conn, work, what=_WHAT))
+    return cast(dict[str, int], readiness.run_borrowed(conn, work, what=_WHAT, schema=schema))
 
 
 async def delete_simulation_async(
     conn: psycopg.AsyncConnection[Any], simulation_id: str, *, schema: str = DEFAULT_SCHEMA
 ) -> dict[str, int]:
     work = _write(schema, _delete_simulation(simulation_id))
-    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what=_WHAT))
+    result = await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
+    return cast(dict[str, int], result)
 
 
 def delete_experiment(
@@ -120,7 +124,7 @@ def delete_experiment(
     many) unless `cascade=True`, which deletes them and all their rows with it.
     """
     work = _write(schema, _delete_experiment(experiment_id, cascade))
-    return cast(dict[str, int], ops.run_borrowed(conn, work, what=_WHAT))
+    return cast(dict[str, int], readiness.run_borrowed(conn, work, what=_WHAT, schema=schema))
 
 
 async def delete_experiment_async(
@@ -131,7 +135,8 @@ async def delete_experiment_async(
     schema: str = DEFAULT_SCHEMA,
 ) -> dict[str, int]:
     work = _write(schema, _delete_experiment(experiment_id, cascade))
-    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what=_WHAT))
+    result = await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
+    return cast(dict[str, int], result)
 
 
 def archive_simulation(
@@ -147,7 +152,7 @@ def archive_simulation(
     """Export every table of the simulation, verify the files, then delete it. An output
     directory that already holds files is refused unless `overwrite`."""
     work = _archive(schema, simulation_id, Path(out_dir), fmt, progress, overwrite)
-    return cast(ArchiveResult, ops.run_borrowed(conn, work, what=_WHAT))
+    return cast(ArchiveResult, readiness.run_borrowed(conn, work, what=_WHAT, schema=schema))
 
 
 async def archive_simulation_async(
@@ -161,7 +166,8 @@ async def archive_simulation_async(
     overwrite: bool = False,
 ) -> ArchiveResult:
     work = _archive(schema, simulation_id, Path(out_dir), fmt, progress, overwrite)
-    return cast(ArchiveResult, await ops.run_borrowed_async(conn, work, what=_WHAT))
+    result = await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
+    return cast(ArchiveResult, result)
 
 
 def delete_archived(
@@ -179,7 +185,7 @@ def delete_archived(
     Otherwise nothing is deleted and `ArchiveRefused` says which table differs.
     """
     work = _delete_archived(schema, simulation_id, Path(out_dir))
-    return cast(ArchiveResult, ops.run_borrowed(conn, work, what=_WHAT))
+    return cast(ArchiveResult, readiness.run_borrowed(conn, work, what=_WHAT, schema=schema))
 
 
 async def delete_archived_async(
@@ -190,7 +196,8 @@ async def delete_archived_async(
     schema: str = DEFAULT_SCHEMA,
 ) -> ArchiveResult:
     work = _delete_archived(schema, simulation_id, Path(out_dir))
-    return cast(ArchiveResult, await ops.run_borrowed_async(conn, work, what=_WHAT))
+    result = await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
+    return cast(ArchiveResult, result)
 
 
 def grant_read_only(
@@ -204,14 +211,14 @@ def grant_read_only(
     the statements).
     """
     work = _write(schema, _grant(role, schema, allow_temp))
-    ops.run_borrowed(conn, work, what=_WHAT)
+    readiness.run_borrowed(conn, work, what=_WHAT, schema=schema)
 
 
 async def grant_read_only_async(
     conn: psycopg.AsyncConnection[Any], role: str, schema: str, *, allow_temp: bool = False
 ) -> None:
     work = _write(schema, _grant(role, schema, allow_temp))
-    await ops.run_borrowed_async(conn, work, what=_WHAT)
+    await readiness.run_borrowed_async(conn, work, what=_WHAT, schema=schema)
 
 
 # --- the work, once ------------------------------------------------------------------------

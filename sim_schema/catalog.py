@@ -210,6 +210,7 @@ class Numbering:
     column: str
     prefix: tuple[str, ...]
     kind: Literal["ordinal", "uuid"]
+    namespace: str = ""  # "uuid": mixed into the ids (`Record.replay_namespace`)
 
 
 def _numbering(t: Table) -> Numbering | None:
@@ -217,9 +218,9 @@ def _numbering(t: Table) -> Numbering | None:
         if c.ordinal:
             prefix = tuple(n for n in t.key if n not in ("simulation_id", c.name))
             return Numbering(c.name, prefix, "ordinal")
-    derived = getattr(t.model, "numbered_id", None)
+    derived = t.model.numbered_id
     if derived is not None:
-        return Numbering(derived, ("step",), "uuid")
+        return Numbering(derived, ("step",), "uuid", t.model.replay_namespace)
     return None
 
 
@@ -325,10 +326,12 @@ SPECS: dict[str, TableSpec] = {
     if t.logged
 }
 
-# Tables whose rows reference agents: their batches must be written after the agents'.
-AGENT_DEPENDENT = frozenset(
-    name for name, t in TABLES.items() if t.logged and any(p.table == "agents" for p in t.parents)
-)
+# The logged tables each logged table references (agents, events): a batch is written
+# after the batches of these that were logged before it.
+WRITTEN_AFTER: dict[str, tuple[str, ...]] = {
+    name: tuple(p.table for p in t.parents if p.table in SPECS) for name, t in TABLES.items()
+    if t.logged
+}
 
 
 def spec_of(table: str) -> TableSpec:

@@ -79,6 +79,11 @@ class NotFound(SimSchemaError):
     """A referenced simulation, experiment, agent or event does not exist."""
 
 
+class SchemaNotReady(NotFound):
+    """The module's tables are missing (never migrated) or older than the code needs; the
+    message names the schema and the versions missing, and says to run `sim-schema migrate`."""
+
+
 class LifecycleError(SimSchemaError):
     """A status change the simulation or experiment lifecycle forbids."""
 

@@ -29,16 +29,19 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def replay_id(simulation_id: str, step: int, n: int) -> uuid.UUID:
+def replay_id(simulation_id: str, step: int, n: int, namespace: str = "") -> uuid.UUID:
     """The id of the n-th row logged at `step`: the same in every run that logs the step's
     rows in the same order, so a replayed row is recognised by its key.
 
     Layout (version 8): 32 bits of step, 28 bits of n (around the version nibble), then 62
     bits of a BLAKE2b hash of the simulation id: ids sort by (step, n) within a simulation.
+    `namespace` (a table's, `Record.replay_namespace`) enters the hash, so the n-th decision
+    of a step never has the id of the n-th event; events have none (their ids predate it).
     """
     if not 0 <= step < 1 << 32 or not 0 <= n <= MAX_REPLAY_N:
         raise ValueError(f"replay_id: step {step} or n {n} out of range")
-    digest = hashlib.blake2b(simulation_id.encode("utf-8", "surrogatepass"), digest_size=8)
+    text = f"{namespace}\x00{simulation_id}" if namespace else simulation_id
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8)
     value = step << 96 | (n >> 12) << 80 | _VERSION_8 | (n & 0xFFF) << 64 | _VARIANT
     value |= int.from_bytes(digest.digest(), "big") & _LOW_62
     return uuid.UUID(int=value)

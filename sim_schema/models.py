@@ -116,7 +116,8 @@ class Record(BaseModel):
     behind a view, with integer keys; `numbered_id`: an id column the logger derives from
     the row's step and its place among the step's rows when not given (replay-stable);
     `replay_keeps`: columns a later update may fill, so a re-logged row with NULL there
-    matches the stored row whatever it holds.
+    matches the stored row whatever it holds; `replay_namespace`: mixed into the derived
+    ids of `numbered_id` (`ids.replay_id`), so two tables never derive the same id.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -128,6 +129,7 @@ class Record(BaseModel):
     stored: ClassVar[Storage | None] = None
     numbered_id: ClassVar[str | None] = None
     replay_keeps: ClassVar[tuple[str, ...]] = ()
+    replay_namespace: ClassVar[str] = ""
 
 
 R = TypeVar("R", bound=Record)
@@ -437,18 +439,30 @@ class EventCreate(Record):
 
 
 class Event(EventCreate):
+    """An event as stored; the queue columns (migration 0007) say who holds its claim and
+    until when, how often it was claimed, its last error and whether it was given up."""
+
     processed: LaterBool
     processing_result: LaterJson | None = None
     created_at: ServerTime
     processed_at: ServerTime | None = None
+    claimed_by: LaterText | None = None
+    claimed_until: ServerTime | None = None
+    attempts: Annotated[int, Pg("integer", minimum=0, written=False)] = 0
+    last_error: LaterText | None = None
+    dead_lettered_at: ServerTime | None = None
 
 
 class AgentDecisionCreate(Record):
-    """A decision to write; `decision_id` is made client-side unless given."""
+    """A decision to write; `decision_id` is made client-side unless given (a uuid7 by
+    the repositories, a replay-stable id by the logger, like events)."""
 
     table = "agent_decisions"
     key = ("simulation_id", "decision_id")
     parents = (*_OF_AGENT, Parent(("simulation_id", "event_id"), "events"))
+    logged = True
+    numbered_id = "decision_id"
+    replay_namespace = "agent_decisions"
 
     simulation_id: Text
     decision_id: Uuid = Field(default_factory=uuid7)

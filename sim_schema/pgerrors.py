@@ -20,9 +20,11 @@ from .errors import (
     ConnectionFailed,
     DatabaseTimeout,
     NotFound,
+    SchemaNotReady,
     SimSchemaError,
     ValidationError,
 )
+from .migrations.migration import head_version
 
 _KEY_DETAIL = re.compile(
     r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\) (?:is not present|already exists)"
@@ -36,10 +38,6 @@ _ENTITY = {
     "agents": "agent",
     "events": "event",
 }
-
-
-class SchemaNotReady(NotFound):
-    """The module's tables are missing (never migrated) or older than the code needs."""
 
 
 def reason(exc: BaseException) -> str:
@@ -80,11 +78,12 @@ def translate(exc: psycopg.Error, *, schema: str | None = None) -> SimSchemaErro
         return AlreadyExists(f"{diag.table_name}: {detail}".rstrip(": "))
     if isinstance(exc, pg.QueryCanceled | pg.LockNotAvailable):
         return DatabaseTimeout(f"nothing written: {diag.message_primary or reason(exc)}")
-    if isinstance(exc, pg.UndefinedTable | pg.InvalidSchemaName | pg.UndefinedColumn):
+    if schema_missing(exc):
         where = f"schema {schema!r}" if schema else "the module's schema"
         return SchemaNotReady(
             f"{where} is missing or not fully migrated in this database "
-            f"({diag.message_primary or reason(exc)}): run `sim-schema migrate`"
+            f"({diag.message_primary or reason(exc)}): this code needs schema version "
+            f"{head_version()}; run `sim-schema migrate`"
         )
     if isinstance(exc, psycopg.DataError):
         # Values PostgreSQL cannot store, refused by the server: it names the table and
@@ -98,6 +97,12 @@ def translate(exc: psycopg.Error, *, schema: str | None = None) -> SimSchemaErro
     if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
         return ConnectionFailed(f"connection lost: {reason(exc)}")
     return None
+
+
+def schema_missing(exc: BaseException) -> bool:
+    """Whether an error says a relation, column or schema of the module is not there: a
+    database never migrated, or behind the code."""
+    return isinstance(exc, pg.UndefinedTable | pg.InvalidSchemaName | pg.UndefinedColumn)
 
 
 def _not_found(exc: pg.ForeignKeyViolation) -> NotFound:

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import ops
+from . import ops, readiness
 from .errors import ConnectionFailed, SimSchemaError
 from .names import DEFAULT_SCHEMA
 from .settings import Settings, redact_message
@@ -70,12 +70,17 @@ async def connect_async(
 class Store:
     """A pool of async connections to one database and schema.
 
+    Opening it checks that the schema is migrated to the version this code needs
+    (`SchemaNotReady` otherwise, naming the versions missing; `check_schema=False` skips
+    it, e.g. for a store opened before the migrations run).
+
     >>> async with Store(Settings.from_env()) as store:
     ...     async with store.connection() as conn: ...
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, check_schema: bool = True) -> None:
         self.settings = settings or Settings.from_env()
+        self.check_schema = check_schema
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._host_pool = False
 
@@ -117,10 +122,12 @@ class Store:
             return
         s = self.settings
         try:  # one direct attempt fails fast with libpq's reason; the pool would retry
-            probe = await psycopg.AsyncConnection.connect(s.conninfo())
-            await probe.close()
+            probe = await psycopg.AsyncConnection.connect(s.conninfo(), autocommit=True)
         except psycopg.OperationalError as exc:
             raise _connection_error(s, exc) from None
+        async with probe:
+            if self.check_schema:
+                await readiness.check_schema_async(probe, s.schema_name)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             s.conninfo(),
             min_size=s.pool_min_size,

@@ -21,7 +21,8 @@ TYPES = ("system", "independent", "control")
 ACTIONS = ("move", "gather", "share", "attack")
 MODULES = ("move", "gather")
 CAUSES = ("starvation", "combat", "disease")
-JSON_COLUMNS = {"parameters", "metrics", "state", "context", "action", "details", "payload"}
+JSON_COLUMNS = {"parameters", "metrics", "state", "context", "action", "details", "payload",
+                "profile", "memory", "relationships"}
 
 Row = dict[str, Any]
 
@@ -73,6 +74,10 @@ def _simulation(seed: Seed, rng: random.Random, sim: str, steps: int, agents: in
                 "simulation_id": sim, "step": s, "agent_id": agent, "position_x": rng.random(),
                 "position_y": rng.random(), "resource_level": level, "health": health,
                 "total_reward": reward, "age": s,
+                # JSONB logged now and then (not from rng: the other values stay as they were)
+                **({"memory": {"seen": s}} if s % 7 == 0 else {}),
+                **({"profile": {"mood": f"m{s}"}} if s % 10 == 3 else {}),
+                **({"relationships": {"friend": s}} if s % 11 == 5 else {}),
             })
             if rng.random() < 0.5:
                 before = round(rng.uniform(0, 20), 2)
@@ -169,13 +174,13 @@ def insert(conn: psycopg.Connection[Any], data: Seed) -> None:
             rows = data.rows(table)
             if not rows:
                 continue
-            names = list(rows[0])
+            names = list(dict.fromkeys(n for r in rows for n in r))  # NULL where a row has none
             query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                 sql.Identifier(table),
                 sql.SQL(", ").join(map(sql.Identifier, names)),
                 sql.SQL(", ").join(sql.Placeholder() * len(names)),
             )
-            cur.executemany(query, [[_value(n, r[n]) for n in names] for r in rows])
+            cur.executemany(query, [[_value(n, r.get(n)) for n in names] for r in rows])
 
 
 def seed_bulk(conn: psycopg.Connection[Any], sims: int = 6, agents: int = 300,

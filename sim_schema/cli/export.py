@@ -7,7 +7,14 @@ import json
 from typing import Any
 
 from ..catalog import INTERNAL_TABLES
-from ..read.export import FORMATS, export, export_decisions, validate_format, validate_tables
+from ..read.export import (
+    DECISION_FORMATS,
+    FORMATS,
+    export,
+    export_decisions,
+    validate_format,
+    validate_tables,
+)
 from ..store import connect
 from . import common
 
@@ -35,8 +42,15 @@ def register(sub: Any) -> None:
     common.add_overwrite(p)
     p.set_defaults(handler=run_export)
 
-    p = sub.add_parser("export-decisions", help="agent decisions as JSONL training data")
-    common.add_out_option(p, "output file (.jsonl)")
+    p = sub.add_parser(
+        "export-decisions",
+        help="agent decisions as training data (JSONL, a JSON array or CSV), in step order",
+    )
+    common.add_out_option(p, "output file")
+    p.add_argument(
+        "--format", choices=DECISION_FORMATS, default="jsonl",
+        help="jsonl (default), json (one array) or csv (JSON columns as JSON text)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--simulation", action="append", metavar="ID",
                        help="a simulation id (repeatable)")  # fmt: skip
@@ -95,6 +109,7 @@ def run_export_decisions(args: argparse.Namespace) -> int:
             min_rating=args.min_rating,
             rated_only=args.rated_only,
             overwrite=args.overwrite,
+            fmt=args.format,
         )
     if args.json:
         print(

@@ -10,7 +10,8 @@ ledger, written in the same transaction); memory is bounded by `max_pending` row
 the latest `flush_interval` (1 s) after its first row, so a crash loses about a second of
 logging; a permanent failure is raised on the next call, `flush()` or `close()` as
 `IngestError` holding the unwritten rows. One writer task per logger writes batches in
-order, so agents are always written before the rows that reference them; batches of one
+order, so agents and events are always written before the rows that reference them
+(actions, states, decisions, ...); batches of one
 table that queue up behind a busy writer share one transaction (each keeps its ledger
 row). Values are checked and JSON encoded when they are logged, so later changes to a
 logged dict are not written.
@@ -38,9 +39,9 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
-from ..catalog import AGENT_DEPENDENT, SPECS, Row, spec_of
+from ..catalog import SPECS, WRITTEN_AFTER, Row, spec_of
 from ..errors import ConfigurationError, IngestError, NotFound, SimSchemaError, ValidationError
-from ..pgerrors import is_transient, locate_row
+from ..pgerrors import is_transient, locate_row, schema_missing, translate
 from ..settings import Settings
 from ..store import Store
 from ..values import decode_json, validate
@@ -101,6 +102,16 @@ def _as_dicts(table: str, rows: Sequence[Row]) -> list[object]:
     """Rows as the caller logged them (JSON values decoded back), for an IngestError."""
     names = SPECS[table].names
     return [dict(zip(names, decode_json(table, r), strict=True)) for r in rows]
+
+
+def _cause(table: str, rows: list[Row], exc: BaseException) -> BaseException:
+    """What made a batch fail, in this module's words where it can say more: the row and
+    field at fault, or a schema that is missing or behind the code."""
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    if schema_missing(exc):
+        return translate(exc) or exc
+    return locate_row(table, SPECS[table].names, rows, exc) or exc
 
 
 def check_options(
@@ -249,8 +260,28 @@ class _RowLogger(Generic[_Done, _Id, _Ids]):
         """Events as mappings; a missing `event_id` is made as in `log_event`. Their ids."""
         return self._put_ids("events", spec_of("events").rows(self.simulation_id, rows))
 
+    def log_decision(self, step: int, agent_id: str, **columns: Any) -> _Id:
+        """Log an agent decision (`event_id`, `prompt`, `output`, `context`, `action`,
+        `processing_time`, ... by name); its id is returned at once: unless given, the
+        replay-stable id of the n-th decision logged at that step. Written after the
+        agents and events logged before it (it may name an event just logged)."""
+        row = spec_of("agent_decisions").row(
+            self.simulation_id, {"step": step, "agent_id": agent_id, **columns}
+        )
+        return self._put_id("agent_decisions", row)
 
-_EVENT_ID = spec_of("events").names.index("event_id")
+    def log_decisions(self, rows: Iterable[Mapping[str, Any]]) -> _Ids:
+        """Decisions as mappings; a missing `decision_id` is made as in `log_decision`."""
+        spec = spec_of("agent_decisions")
+        return self._put_ids("agent_decisions", spec.rows(self.simulation_id, rows))
+
+
+# Where the id a `log_*` call returns is, in the rows of the tables that return one.
+_ID_AT = {
+    name: spec.position(spec.numbering.column)
+    for name, spec in SPECS.items()
+    if spec.numbering is not None and spec.numbering.kind == "uuid"
+}
 
 
 class SimulationLogger(
@@ -341,10 +372,11 @@ class SimulationLogger(
         await self._take(table, rows)
 
     async def _put_id(self, table: str, row: Row) -> uuid.UUID:
-        return (await self._take(table, [row]))[0][_EVENT_ID]  # type: ignore[no-any-return]
+        return (await self._take(table, [row]))[0][_ID_AT[table]]  # type: ignore[no-any-return]
 
     async def _put_ids(self, table: str, rows: list[Row]) -> list[uuid.UUID]:
-        return [r[_EVENT_ID] for r in await self._take(table, rows)]
+        at = _ID_AT[table]
+        return [r[at] for r in await self._take(table, rows)]
 
     async def _take(self, table: str, rows: list[Row]) -> list[Row]:
         """Check every row of one call, then buffer them, `TURN_ROWS` at a time.
@@ -454,8 +486,9 @@ class SimulationLogger(
             )
 
     def _seal(self, table: str) -> None:
-        if table in AGENT_DEPENDENT and self._buffers["agents"]:
-            self._seal("agents")  # foreign keys: agents go first
+        for parent in WRITTEN_AFTER[table]:  # references: agents and events go first
+            if self._buffers[parent]:
+                self._seal(parent)
         rows = self._buffers[table]
         self._buffers[table] = []
         self._born.pop(table, None)
@@ -578,12 +611,7 @@ class SimulationLogger(
                         await self._write([batch])
                     return
                 for batch in group:
-                    located = (
-                        locate_row(table, SPECS[table].names, batch.rows, exc)
-                        if isinstance(exc, psycopg.Error)
-                        else None
-                    )
-                    self._fail(batch, located or exc)
+                    self._fail(batch, _cause(table, batch.rows, exc))
                 return
             self._commits.append((sum(len(b.rows) for b in group), time.monotonic() - began))
             if watermark is not None:
@@ -798,10 +826,11 @@ class SyncSimulationLogger(_RowLogger[None, uuid.UUID, list[uuid.UUID]]):
         return ready
 
     def _put_id(self, table: str, row: Row) -> uuid.UUID:
-        return self._put_rows(table, [row])[0][_EVENT_ID]  # type: ignore[no-any-return]
+        return self._put_rows(table, [row])[0][_ID_AT[table]]  # type: ignore[no-any-return]
 
     def _put_ids(self, table: str, rows: list[Row]) -> list[uuid.UUID]:
-        return [r[_EVENT_ID] for r in self._put_rows(table, rows)]
+        at = _ID_AT[table]
+        return [r[at] for r in self._put_rows(table, rows)]
 
     def _hand_over(self) -> None:
         if not self._local_rows:

@@ -1,7 +1,8 @@
 """Replay-stable keys for the rows a logger numbers (`catalog.Numbering`).
 
 An action, learning experience or health incident is the n-th of its agent at its step,
-an interaction the n-th of its step, an event without an id the n-th event of its step:
+an interaction the n-th of its step, an event (or a decision) without an id the n-th event
+(decision) of its step:
 n counts the rows logged in this logger, in the order logged. A run resumed from a step
 (docs/ingest.md, "Resume") logs that step's rows again in the same order and gets the
 same keys, so the writer recognises the rows already stored.
@@ -77,7 +78,7 @@ class Numberer:
             at_step[prefix] = n + 1
             value: Any = n
             if numbering.kind == "uuid":
-                value = self._id(table, i, numbering.column, step, n)
+                value = self._id(table, i, numbering.column, step, n, numbering.namespace)
             out.append((*r[:column], value, *r[column + 1 :]))
 
         def commit() -> None:
@@ -89,12 +90,12 @@ class Numberer:
 
         return Numbered(out, commit)
 
-    def _id(self, table: str, i: int, column: str, step: int, n: int) -> Any:
+    def _id(self, table: str, i: int, column: str, step: int, n: int, namespace: str) -> Any:
         if n > MAX_REPLAY_N:
             raise ValidationError(
                 table, i, column, f"more than {MAX_REPLAY_N + 1} rows at step {step}"
             )
-        return replay_id(self.simulation_id, step, n)
+        return replay_id(self.simulation_id, step, n, namespace)
 
 
 def _key_value(table: str, i: int, name: str, value: Any) -> Any:

@@ -8,6 +8,7 @@ flag, schema binding) is an extension the host runner never needs to know about.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import re
 import time
@@ -380,6 +381,12 @@ def load_migrations_from(directory: Path, schema: str | None = None) -> list[Sql
             raise MigrationDefinitionError(f"{path.name}: {exc}") from None
     validate_sequence(migrations)
     return [m.bound_to(schema) for m in migrations] if schema is not None else migrations
+
+
+@functools.cache
+def head_version() -> int:
+    """The highest version of the shipped migrations: the schema this code needs."""
+    return len(load_migrations(None)) - 1
 
 
 def load_migrations(schema: str | None = DEFAULT_SCHEMA) -> list[SqlMigration]:

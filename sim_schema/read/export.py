@@ -1,5 +1,5 @@
 """Streaming export of simulations to CSV, JSONL or Parquet, and of agent decisions as
-training data (JSONL).
+training data (JSONL, a JSON array or CSV).
 
 Memory stays constant whatever the size: CSV is `COPY ... TO STDOUT` written chunk by
 chunk, JSONL and Parquet read a server-side cursor in batches. Every table of one export
@@ -24,7 +24,7 @@ from typing import IO, Any, Literal, cast
 import psycopg
 from psycopg import sql
 
-from .. import catalog, ops
+from .. import catalog, ops, readiness
 from ..catalog import DATA_TABLES, SIMULATION_TABLES
 from ..errors import ConfigurationError, NotFound, OutputError, SimSchemaError
 from ..names import DEFAULT_SCHEMA
@@ -34,10 +34,22 @@ Format = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[Format, ...] = ("csv", "jsonl", "parquet")
 EXTENSIONS: dict[Format, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
 
-DECISION_COLUMNS = (
-    "simulation_id", "agent_id", "event_id", "step", "decision_id", "prompt", "output",
-    "context", "action", "feedback", "rating", "reason", "processing_time",
-)  # fmt: skip
+DecisionFormat = Literal["jsonl", "json", "csv"]
+DECISION_FORMATS: tuple[DecisionFormat, ...] = ("jsonl", "json", "csv")
+
+# The fields of a training-data record, in file order (docs/analytics.md, "Training data"):
+# name -> where it comes from (d: agent_decisions, a: agents, e: events).
+DECISION_FIELDS: dict[str, str] = {
+    "simulation_id": "d.simulation_id", "step": "d.step", "created_at": "d.created_at",
+    "decision_id": "d.decision_id", "agent_id": "d.agent_id", "agent_type": "a.agent_type",
+    "event_id": "d.event_id", "event_type": "e.event_type", "prompt": "d.prompt",
+    "output": "d.output", "context": "d.context", "action": "d.action",
+    "processing_time": "d.processing_time", "feedback": "d.feedback", "rating": "d.rating",
+    "reason": "d.reason", "feedback_at": "d.feedback_at",
+}  # fmt: skip
+DECISION_COLUMNS = tuple(DECISION_FIELDS)
+# The stable order of the records: a run's decisions step by step, as they were made.
+_DECISION_ORDER = "d.simulation_id, d.step, d.created_at, d.decision_id"
 
 MANIFEST = "manifest.json"
 _FETCH = 1000  # rows per server-side cursor round trip
@@ -134,7 +146,7 @@ def export(
         fmt=fmt, from_step=from_step, to_step=to_step, include_empty=include_empty,
         progress=progress, overwrite=overwrite,
     )  # fmt: skip
-    result: Manifest = ops.run_borrowed(conn, work, what="export")
+    result: Manifest = readiness.run_borrowed(conn, work, what="export", schema=schema)
     return result
 
 
@@ -159,7 +171,7 @@ async def export_async(
         fmt=fmt, from_step=from_step, to_step=to_step, include_empty=include_empty,
         progress=progress, overwrite=overwrite,
     )  # fmt: skip
-    result: Manifest = await ops.run_borrowed_async(conn, work, what="export")
+    result: Manifest = await readiness.run_borrowed_async(conn, work, what="export", schema=schema)
     return result
 
 
@@ -173,19 +185,23 @@ def export_decisions(
     agents: Sequence[str] | None = None,
     min_rating: float | None = None,
     rated_only: bool = False,
+    fmt: str = "jsonl",
     progress: bool | None = None,
     overwrite: bool = False,
 ) -> FileRecord:
-    """Agent decisions as training data, one JSON object per line (no row limit).
+    """Agent decisions as training data (no row limit, constant memory), ordered by
+    (simulation, step, created_at, decision_id), with the fields of `DECISION_FIELDS`.
 
-    With neither `simulations` nor `experiment`, every simulation's decisions. An
-    existing file is refused unless `overwrite`.
+    `fmt`: "jsonl" (one JSON object per line), "json" (one JSON array) or "csv" (a header
+    line; a JSON column holding a string is written as that string, any other JSON value
+    as its JSON text). With neither `simulations` nor `experiment`, every simulation's
+    decisions. An existing file is refused unless `overwrite`.
     """
     work = _export_decisions(
-        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress,
-        overwrite,
+        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, fmt,
+        progress, overwrite,
     )
-    result: FileRecord = ops.run_borrowed(conn, work, what="export")
+    result: FileRecord = readiness.run_borrowed(conn, work, what="export", schema=schema)
     return result
 
 
@@ -199,15 +215,18 @@ async def export_decisions_async(
     agents: Sequence[str] | None = None,
     min_rating: float | None = None,
     rated_only: bool = False,
+    fmt: str = "jsonl",
     progress: bool | None = None,
     overwrite: bool = False,
 ) -> FileRecord:
-    """`export_decisions` from async code."""
+    """`export_decisions` from async code: the same file, the same constant memory."""
     work = _export_decisions(
-        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, progress,
-        overwrite,
+        Path(out_file), schema, simulations, experiment, agents, min_rating, rated_only, fmt,
+        progress, overwrite,
     )
-    result: FileRecord = await ops.run_borrowed_async(conn, work, what="export")
+    result: FileRecord = await readiness.run_borrowed_async(
+        conn, work, what="export", schema=schema
+    )
     return result
 
 
@@ -273,6 +292,33 @@ def _export_tables(
     return manifest
 
 
+def validate_decision_format(fmt: str) -> DecisionFormat:
+    if fmt not in DECISION_FORMATS:
+        raise ConfigurationError(
+            f"unknown format {fmt!r} for decisions; valid formats: {', '.join(DECISION_FORMATS)}"
+        )
+    return fmt
+
+
+def _decisions_query(form: DecisionFormat, where: list[sql.Composable]) -> sql.Composed:
+    """The training records: decisions with their agent's type and their event's type.
+    For CSV, JSON columns are text: a JSON string as itself (`#>> '{}'`), else JSON text."""
+    json_columns = {c.name for c in catalog.table("agent_decisions").columns if c.kind == "jsonb"}
+    fields = [
+        sql.SQL("{} #>> '{{}}' AS {}" if form == "csv" and name in json_columns else "{} AS {}")
+        .format(sql.SQL(source), sql.Identifier(name))  # the sources: literals above
+        for name, source in DECISION_FIELDS.items()
+    ]
+    return sql.SQL(
+        "SELECT {} FROM agent_decisions d"
+        " JOIN agents a ON a.simulation_id = d.simulation_id AND a.agent_id = d.agent_id"
+        " LEFT JOIN events e ON e.simulation_id = d.simulation_id AND e.event_id = d.event_id"
+        " WHERE {} ORDER BY " + _DECISION_ORDER
+    ).format(
+        sql.SQL(", ").join(fields), sql.SQL(" AND ").join(where) if where else sql.SQL("true")
+    )
+
+
 def _export_decisions(
     out: Path,
     schema: str,
@@ -281,35 +327,39 @@ def _export_decisions(
     agents: Sequence[str] | None,
     min_rating: float | None,
     rated_only: bool,
+    fmt: str,
     progress: bool | None,
     overwrite: bool,
 ) -> ops.Work:
+    form = validate_decision_format(fmt)
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists: choose another file, or pass --overwrite"
                           " (overwrite=True)")
     with_total = _wants_progress(progress)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create directory {out.parent}: {_reason(exc)}") from exc
 
     def body() -> ops.Work:
         where: list[sql.Composable] = []
         params: list[Any] = []
         if simulations is not None or experiment is not None:
-            where.append(sql.SQL("simulation_id = ANY(%s)"))
+            where.append(sql.SQL("d.simulation_id = ANY(%s)"))
             params.append((yield from resolve_simulations(simulations, experiment)))
         if agents:
-            where.append(sql.SQL("agent_id = ANY(%s)"))
+            where.append(sql.SQL("d.agent_id = ANY(%s)"))
             params.append(list(agents))
         if min_rating is not None:
-            where.append(sql.SQL("rating >= %s"))
+            where.append(sql.SQL("d.rating >= %s"))
             params.append(min_rating)
         if rated_only:
-            where.append(sql.SQL("rating IS NOT NULL"))
-        query = sql.SQL("SELECT {} FROM agent_decisions WHERE {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, DECISION_COLUMNS)),
-            sql.SQL(" AND ").join(where) if where else sql.SQL("true"),
-        )
+            where.append(sql.SQL("d.rating IS NOT NULL"))
+        query = _decisions_query(form, where)
         total = (yield from _count(query, params)) if with_total else None
         with Progress("agent_decisions", total, enabled=progress) as bar:
-            record: FileRecord = yield from _write_jsonl(query, params, out, bar)
+            writer = _DECISION_WRITERS[form]
+            record: FileRecord = yield from writer(query, params, out, bar)
         return record
 
     result: FileRecord = yield from snapshot(schema, body())
@@ -501,6 +551,27 @@ def _write_jsonl(
     return _record(path, rows, out)
 
 
+def _write_json_array(
+    query: sql.Composed, params: list[Any], path: Path, bar: Progress
+) -> ops.Work:
+    """One JSON array, one element per line, written as the rows arrive."""
+    as_json = sql.SQL("SELECT row_to_json(t)::text FROM ({}) AS t").format(query)
+    with _output(path) as out:
+        out.write(b"[")
+        separator = b"\n"
+
+        def sink(_: Sequence[psycopg.Column], batch: list[tuple[Any, ...]]) -> None:
+            nonlocal separator
+            for (text,) in batch:
+                out.write(separator + text.encode())
+                separator = b",\n"
+            bar.advance(len(batch))
+
+        rows = yield ops.Stream(as_json, params, _FETCH, sink)
+        out.write(b"\n]\n" if rows else b"]\n")
+    return _record(path, rows, out)
+
+
 class _ParquetSink:
     """Rows in batches to a Parquet file: row groups of `_ROW_GROUP` rows, schema from the
     first batch's column types (json, jsonb and uuid arrive as text)."""
@@ -549,6 +620,7 @@ def _write_parquet(
 
 
 _WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}
+_DECISION_WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl, "json": _write_json_array}
 
 _ARROW_TYPES = {
     16: "bool_", 21: "int16", 23: "int32", 20: "int64", 700: "float32", 701: "float64",
@@ -580,6 +652,8 @@ def _pyarrow() -> tuple[Any, Any]:
 
 __all__ = [
     "DECISION_COLUMNS",
+    "DECISION_FIELDS",
+    "DECISION_FORMATS",
     "FORMATS",
     "MANIFEST",
     "FileRecord",
@@ -591,6 +665,7 @@ __all__ = [
     "export_decisions_async",
     "file_sha256",
     "resolve_simulations",
+    "validate_decision_format",
     "validate_format",
     "validate_tables",
 ]

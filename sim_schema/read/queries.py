@@ -27,6 +27,7 @@ from psycopg.rows import class_row
 from .. import catalog
 from ..errors import ConfigurationError, NotFound
 from ..models import AgentAction, AgentState, EnvironmentState, Record, record_rows
+from ..paging import Cursor, check_limit, cursor_values
 from . import sqllib
 
 Conn = psycopg.AsyncConnection[Any]
@@ -167,6 +168,15 @@ def _records(conn: Conn, model: type[R], name: str, **params: Any) -> AsyncGener
     return _stream(conn, record_rows(model), *_library(name, params))
 
 
+ACTION_ORDER = ("step", "agent_id", "ordinal")
+
+
+def _after(order: Sequence[str], after: Cursor | None, limit: int | None) -> list[Any]:
+    """The page parameters of a library query: the cursor's values (None: from the start)."""
+    check_limit(limit)
+    return [None] * len(order) if after is None else cursor_values(order, after)
+
+
 # --- one simulation ----------------------------------------------------------------
 
 
@@ -177,17 +187,33 @@ def agent_history(
     *,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> AsyncGenerator[AgentState, None]:
-    """An agent's states in step order, every column, streamed (`sql/agent_history.sql`)."""
+    """An agent's states in step order, every column, streamed (`sql/agent_history.sql`);
+    at most `limit`, those after `after` (a state, or a mapping with its `step`)."""
+    [after_step] = _after(("step",), after, limit)
     return _records(
         conn, AgentState, "agent_history", simulation_id=simulation_id, agent_id=agent_id,
-        start_step=start_step, end_step=end_step,
+        start_step=start_step, end_step=end_step, after_step=after_step, limit=limit,
     )  # fmt: skip
 
 
-def step_snapshot(conn: Conn, simulation_id: str, step: int) -> AsyncGenerator[AgentState, None]:
-    """Every agent's state at one step, in agent order, streamed (`sql/step_snapshot.sql`)."""
-    return _records(conn, AgentState, "step_snapshot", simulation_id=simulation_id, step=step)
+def step_snapshot(
+    conn: Conn,
+    simulation_id: str,
+    step: int,
+    *,
+    limit: int | None = None,
+    after: Cursor | None = None,
+) -> AsyncGenerator[AgentState, None]:
+    """Every agent's state at one step, in agent_id order, streamed
+    (`sql/step_snapshot.sql`); at most `limit`, those after `after` (its `agent_id`)."""
+    [after_agent_id] = _after(("agent_id",), after, limit)
+    return _records(
+        conn, AgentState, "step_snapshot", simulation_id=simulation_id, step=step,
+        after_agent_id=after_agent_id, limit=limit,
+    )  # fmt: skip
 
 
 def actions(
@@ -199,12 +225,17 @@ def actions(
     start_step: int | None = None,
     end_step: int | None = None,
     action_type: str | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> AsyncGenerator[AgentAction, None]:
-    """Actions in (step, agent, ordinal) order, filtered by any mix of agent, step(s) and type
-    (`sql/agent_actions.sql`)."""
+    """Actions in (step, agent_id, ordinal) order, filtered by any mix of agent, step(s)
+    and type (`sql/agent_actions.sql`); at most `limit`, those after `after`."""
+    after_step, after_agent_id, after_ordinal = _after(ACTION_ORDER, after, limit)
     return _records(
         conn, AgentAction, "agent_actions", simulation_id=simulation_id, agent_id=agent_id,
         action_type=action_type, step=step, start_step=start_step, end_step=end_step,
+        after_step=after_step, after_agent_id=after_agent_id, after_ordinal=after_ordinal,
+        limit=limit,
     )  # fmt: skip
 
 
@@ -389,12 +420,16 @@ async def compare_metric(
     experiment_id: str | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> AsyncGenerator[MetricPoint, None]:
-    """A step metric over time for each selected simulation, streamed in (simulation, step) order.
+    """A step metric over time for each selected simulation, streamed in (simulation_id,
+    step) order; at most `limit` points, those after `after` (a `MetricPoint`).
 
     `metric` is a numeric column of simulation_steps or a key of its `metrics` JSON
     (optionally written `metrics.<key>`); it is validated before the query is built.
     """
+    after_sim, after_step = _after(("simulation_id", "step"), after, limit)
     expr, expr_params = await metric_expression(
         conn, metric, simulation_ids=simulation_ids, experiment_id=experiment_id
     )
@@ -406,10 +441,16 @@ async def compare_metric(
     if end_step is not None:
         bounds.append(sql.SQL(" AND st.step <= %s"))
         params.append(end_step)
+    if after is not None:
+        bounds.append(sql.SQL(" AND (st.simulation_id, st.step) > (%s, %s)"))
+        params += [after_sim, after_step]
     query = sql.SQL(
         "SELECT st.simulation_id, st.step, {} AS value FROM simulation_steps st"
         " JOIN simulations s USING (simulation_id) WHERE {}{} ORDER BY st.simulation_id, st.step"
     ).format(expr, scope, sql.Composed(bounds))
+    if limit is not None:
+        query += sql.SQL(" LIMIT %s")
+        params.append(limit)
     stream = _stream(conn, class_row(MetricPoint), query, [*expr_params, *params])
     async with aclosing(stream):  # a caller that stops early frees the connection at once
         async for point in stream:

@@ -25,7 +25,8 @@ from psycopg import sql
 from psycopg.rows import BaseRowFactory
 
 from ..errors import ConfigurationError
-from ..pgerrors import translate
+from ..pgerrors import schema_missing, translate
+from ..readiness import diagnosed, diagnosed_async
 from ..shipped import shipped_dir
 
 _PLACEHOLDER = re.compile(r"%\(([a-z_][a-z0-9_]*)\)s")
@@ -135,7 +136,14 @@ async def fetch_async(
             await cur.execute(query, params)
             return await cur.fetchall()
     except psycopg.Error as exc:
-        raise (translate(exc) or exc) from None
+        raise await _explained(conn, exc) from None
+
+
+async def _explained(conn: psycopg.AsyncConnection[Any], exc: psycopg.Error) -> Exception:
+    """A database error in this module's words (`pgerrors`, `readiness`)."""
+    if schema_missing(exc):
+        return await diagnosed_async(conn, exc, None)
+    return translate(exc) or exc
 
 
 async def stream_async(
@@ -155,7 +163,7 @@ async def stream_async(
                 async for row in cur.stream(query, params):
                     yield row
     except psycopg.Error as exc:
-        raise (translate(exc) or exc) from None
+        raise await _explained(conn, exc) from None
 
 
 def run_query(
@@ -163,7 +171,12 @@ def run_query(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run a library query on a sync connection: its column names and rows."""
     query = get_query(name)
-    with conn.cursor() as cur:
-        cur.execute(query.statement, query.bind(params))
-        names = [c.name for c in cur.description or []]
-        return names, cur.fetchall()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query.statement, query.bind(params))
+            names = [c.name for c in cur.description or []]
+            return names, cur.fetchall()
+    except psycopg.Error as exc:
+        if schema_missing(exc):
+            raise diagnosed(conn, exc, None) from None
+        raise

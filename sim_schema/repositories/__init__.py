@@ -3,11 +3,19 @@
 Get the connection from `Store.connection()` (autocommit, search_path = the module's
 schema). Results come back as the pydantic records of `sim_schema.models`; missing keys
 raise `NotFound`, forbidden status changes `LifecycleError`, CHECK violations
-`ValidationError`, taken ids `AlreadyExists`.
+`ValidationError`, taken ids `AlreadyExists`; a database without the module's schema (or
+behind the code) `SchemaNotReady`.
+
+Every `list_*` function returns its rows in a stated total order and pages by keyset:
+`limit=` caps the rows, `after=` (the last row of the previous page, or a mapping of its
+order columns) starts after it. A page costs the same wherever it is in the listing.
+The event queue for worker pools is `claim_events` / `mark_event_processed(worker=)` /
+`fail_event` / `release_event` (docs/operations.md, "The event queue").
 """
 
 from .agent_states import (
     get_agent_state,
+    latest_agent_state,
     list_agent_actions,
     list_agent_states,
     record_agent_action,
@@ -30,12 +38,18 @@ from .environment import (
     save_environment_state,
 )
 from .events import (
+    DEFAULT_MAX_ATTEMPTS,
+    claim_events,
     create_event,
+    extend_lease,
+    fail_event,
     get_event,
     list_agent_events,
     list_events,
     list_unprocessed_events,
     mark_event_processed,
+    release_event,
+    requeue_event,
 )
 from .experiments import (
     abort_experiment,
@@ -83,9 +97,11 @@ from .steps import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
     "abort_experiment",
     "abort_simulation",
     "add_decision_feedback",
+    "claim_events",
     "complete_experiment",
     "complete_simulation",
     "create_event",
@@ -93,6 +109,8 @@ __all__ = [
     "create_simulation",
     "delete_experiment",
     "delete_simulation",
+    "extend_lease",
+    "fail_event",
     "fail_experiment",
     "fail_simulation",
     "find_agent",
@@ -108,6 +126,7 @@ __all__ = [
     "get_simulation",
     "get_simulation_config",
     "get_step_metrics",
+    "latest_agent_state",
     "latest_environment_state",
     "list_agent_actions",
     "list_agent_events",
@@ -136,7 +155,9 @@ __all__ = [
     "record_learning_experience",
     "register_agent",
     "register_agents",
+    "release_event",
     "reopen_experiment",
+    "requeue_event",
     "resume_simulation",
     "save_agent_state",
     "save_environment_state",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..errors import NotFound
-from ..models import AgentAction, AgentState
+from ..models import AgentAction, AgentState, record_rows
+from ..paging import Cursor
+from ..read import sqllib
 from ._sql import Conn, insert_record, select_rows, upsert_stored
 
 
@@ -19,13 +21,25 @@ async def get_agent_state(conn: Conn, simulation_id: str, agent_id: str, step: i
         conn,
         AgentState,
         {"simulation_id": simulation_id, "step": step, "agent_id": agent_id},
-        order="step",
+        order=("step",),
     )
     if not rows:
         raise NotFound(
             f"no state of agent {agent_id!r} at step {step} in simulation {simulation_id!r}"
         )
     return rows[0]
+
+
+async def latest_agent_state(conn: Conn, simulation_id: str, agent_id: str) -> AgentState | None:
+    """The agent's state at its highest stored step, None if it has none
+    (`sql/agent_latest.sql`): `profile`, `memory` and `relationships` are each the latest
+    value logged (a step that left one NULL does not hide an earlier value), `profile`
+    falling back to the registration profile."""
+    query, params = sqllib.bound(
+        "agent_latest", {"simulation_id": simulation_id, "agent_id": agent_id}
+    )
+    rows = await sqllib.fetch_async(conn, record_rows(AgentState), query, params)
+    return rows[0] if rows else None
 
 
 async def list_agent_states(
@@ -36,16 +50,21 @@ async def list_agent_states(
     agent_id: str | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[AgentState]:
-    """States by step then agent: a step's snapshot (`step`), an agent's history (`agent_id`),
-    optionally within steps [start_step, end_step]."""
+    """States in (step, agent_id) order: a step's snapshot (`step`), an agent's history
+    (`agent_id`), optionally within steps [start_step, end_step]; at most `limit`, those
+    after `after` (the last state of the previous page)."""
     return await select_rows(
         conn,
         AgentState,
         {"simulation_id": simulation_id, "step": step, "agent_id": agent_id},
-        order="step, agent_id",
+        order=("step", "agent_id"),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )
 
 
@@ -66,8 +85,11 @@ async def list_agent_actions(
     action_type: str | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[AgentAction]:
-    """Actions in (step, agent, ordinal) order, filtered by the arguments given."""
+    """Actions in (step, agent_id, ordinal) order, filtered by the arguments given; at
+    most `limit`, those after `after`."""
     filters = {
         "simulation_id": simulation_id,
         "agent_id": agent_id,
@@ -78,7 +100,9 @@ async def list_agent_actions(
         conn,
         AgentAction,
         filters,
-        order="step, agent_id, ordinal",
+        order=("step", "agent_id", "ordinal"),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from ..errors import LifecycleError, NotFound, ValidationError
 from ..models import Agent, AgentCreate
+from ..paging import Cursor
 from ._sql import (
     Conn,
     columns,
@@ -72,9 +73,8 @@ async def register_agents(conn: Conn, agents: Sequence[AgentCreate]) -> int:
         _check(agent, row)
     if not agents:
         return 0
-    with translated():
-        async with conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(_UPSERT_MANY, [row_values(a, _NAMES) for a in agents])
+    async with translated(conn), conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(_UPSERT_MANY, [row_values(a, _NAMES) for a in agents])
     return len(agents)
 
 
@@ -100,22 +100,26 @@ async def list_agents(
     *,
     agent_type: str | None = None,
     alive_at: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[Agent]:
-    """Agents by id, optionally of one type and/or alive at a step.
+    """Agents in agent_id order, optionally of one type and/or alive at a step; at most
+    `limit`, those after `after`.
 
     Alive at step s: born at or before s, and not dead at or before s (an agent that dies
     at step s is not alive at s).
     """
     filters = {"simulation_id": simulation_id, "agent_type": agent_type}
-    if alive_at is None:
-        return await select_rows(conn, Agent, filters, order="agent_id")
+    alive = alive_at is not None
     return await select_rows(
         conn,
         Agent,
         filters,
-        order="agent_id",
-        extra="birth_step <= %s AND (death_step IS NULL OR death_step > %s)",
-        extra_params=(alive_at, alive_at),
+        order=("agent_id",),
+        extra="birth_step <= %s AND (death_step IS NULL OR death_step > %s)" if alive else None,
+        extra_params=(alive_at, alive_at) if alive else (),
+        limit=limit,
+        after=after,
     )
 
 

@@ -8,9 +8,11 @@ from psycopg import sql
 
 from ..errors import AlreadyExists, NotFound
 from ..models import AgentDecision, AgentDecisionCreate
+from ..paging import Cursor
 from ._sql import Conn, columns, fetch_one, insert_sql, row_values, select_rows
 
 _NAMES = tuple(AgentDecisionCreate.model_fields)
+DECISION_ORDER = ("step", "created_at", "decision_id")
 _INSERT = insert_sql(
     AgentDecisionCreate,
     _NAMES,
@@ -40,7 +42,7 @@ async def get_decision(conn: Conn, simulation_id: str, decision_id: UUID) -> Age
         conn,
         AgentDecision,
         {"simulation_id": simulation_id, "decision_id": decision_id},
-        order="decision_id",
+        order=("decision_id",),
     )
     if not rows:
         raise NotFound(f"decision {decision_id} of simulation {simulation_id!r} not found")
@@ -77,13 +79,23 @@ async def list_decisions(
     event_id: UUID | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    with_feedback: bool | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[AgentDecision]:
-    """Decisions by step (then time), of one agent and/or made for one event if given."""
+    """Decisions in (step, created_at, decision_id) order, of one agent and/or made for
+    one event if given; `with_feedback` True: only those that got feedback
+    (`add_decision_feedback`), False: only those that did not. At most `limit`, those
+    after `after` (the last decision of the previous page)."""
+    feedback = {None: None, True: "feedback_at IS NOT NULL", False: "feedback_at IS NULL"}
     return await select_rows(
         conn,
         AgentDecision,
         {"simulation_id": simulation_id, "agent_id": agent_id, "event_id": event_id},
-        order="step, created_at, decision_id",
+        order=DECISION_ORDER,
         start_step=start_step,
         end_step=end_step,
+        extra=feedback[with_feedback],
+        limit=limit,
+        after=after,
     )

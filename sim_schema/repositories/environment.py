@@ -9,6 +9,7 @@ from psycopg.rows import class_row
 
 from ..errors import NotFound
 from ..models import EnvironmentState
+from ..paging import Cursor
 from ..read import sqllib
 from ._sql import Conn, checked, columns, fetch_one, select_rows
 
@@ -31,7 +32,7 @@ async def save_environment_state(
 async def get_environment_state(conn: Conn, simulation_id: str, step: int) -> EnvironmentState:
     """The state stored for `step`; `NotFound` if none."""
     rows = await select_rows(
-        conn, EnvironmentState, {"simulation_id": simulation_id, "step": step}, order="step"
+        conn, EnvironmentState, {"simulation_id": simulation_id, "step": step}, order=("step",)
     )
     if not rows:
         raise NotFound(f"no environment state at step {step} in simulation {simulation_id!r}")
@@ -52,13 +53,18 @@ async def list_environment_states(
     *,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[EnvironmentState]:
-    """Stored states in step order, optionally within steps [start_step, end_step]."""
+    """Stored states in step order, optionally within steps [start_step, end_step]; at
+    most `limit`, those after `after`."""
     return await select_rows(
         conn,
         EnvironmentState,
         {"simulation_id": simulation_id},
-        order="step",
+        order=("step",),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )

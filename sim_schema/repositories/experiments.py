@@ -9,14 +9,17 @@ experiment); ``failed`` and ``aborted`` are final.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from psycopg import sql
 
-from .. import ops
+from .. import readiness
 from ..admin import delete_experiment_work
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Experiment, ExperimentStatus
+from ..paging import Cursor
+from ..values import param
 from ._sql import Conn, checked, columns, fetch_one, select_rows
 
 _S = ExperimentStatus
@@ -125,11 +128,29 @@ async def get_experiment(conn: Conn, experiment_id: str) -> Experiment:
 
 
 async def list_experiments(
-    conn: Conn, *, status: ExperimentStatus | str | None = None
+    conn: Conn,
+    *,
+    status: ExperimentStatus | str | None = None,
+    name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[Experiment]:
-    """All experiments, oldest first, optionally only those in `status`."""
-    filters = {"status": None if status is None else str(status)}
-    return await select_rows(conn, Experiment, filters, order="created_at, experiment_id")
+    """Experiments in (created_at, experiment_id) order (oldest first), filtered by the
+    arguments given: in `status`, named exactly `name`, whose tags hold every key and value
+    of `tags` (JSONB containment: `{"domain": "urban"}` finds the experiments tagged so,
+    among other tags). At most `limit`, those after `after`."""
+    filters = {"status": None if status is None else str(status), "name": name}
+    return await select_rows(
+        conn,
+        Experiment,
+        filters,
+        order=("created_at", "experiment_id"),
+        extra=None if tags is None else "tags @> %s::jsonb",
+        extra_params=() if tags is None else (param("experiments", "tags", dict(tags)),),
+        limit=limit,
+        after=after,
+    )
 
 
 async def update_experiment(
@@ -183,7 +204,8 @@ async def delete_experiment(
     which deletes them and all their data with it (`sim_schema.admin.delete_experiment`).
     """
     work = delete_experiment_work(experiment_id, cascade=cascade)
-    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what="delete"))
+    result = await readiness.run_borrowed_async(conn, work, what="delete", schema=None)
+    return cast(dict[str, int], result)
 
 
 async def _transition(

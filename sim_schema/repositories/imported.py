@@ -32,7 +32,7 @@ async def insert_if_absent(conn: Conn, table_name: str, values: Mapping[str, Any
     """Insert one row of `table_name` unless its key is stored; True if it was inserted.
     Every value is checked by the value rules first."""
     params = list(_checked(table_name, **values).values())
-    with translated():
+    async with translated(conn):
         cur = await conn.execute(_insert(table_name, list(values)), params)
         return cur.rowcount == 1
 
@@ -46,7 +46,6 @@ async def insert_many_if_absent(
         return 0
     params = [list(_checked(table_name, **dict(zip(names, r, strict=True))).values()) for r in rows]
     query = _insert(table_name, names)
-    with translated():
-        async with conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(query, params)
-            return max(cur.rowcount, 0)
+    async with translated(conn), conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(query, params)
+        return max(cur.rowcount, 0)

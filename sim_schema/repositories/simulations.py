@@ -24,11 +24,12 @@ from typing import Any, cast
 
 from psycopg import sql
 
-from .. import ops
+from .. import readiness
 from ..admin import delete_simulation_work
 from ..errors import AlreadyExists, LifecycleError, NotFound
 from ..models import Simulation, SimulationConfig, SimulationStatus
-from ._sql import Conn, checked, columns, fetch_all, fetch_one, select_rows
+from ..paging import Cursor
+from ._sql import Conn, checked, columns, fetch_one, select_rows
 
 _S = SimulationStatus
 
@@ -98,10 +99,20 @@ async def list_simulations(
     *,
     experiment_id: str | None = None,
     status: SimulationStatus | str | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[Simulation]:
-    """Simulations, oldest first, optionally of one experiment and/or in one status."""
+    """Simulations in (created_at, simulation_id) order (oldest first), optionally of one
+    experiment and/or in one status; at most `limit`, those after `after`."""
     filters = {"experiment_id": experiment_id, "status": None if status is None else str(status)}
-    return await select_rows(conn, Simulation, filters, order="created_at, simulation_id")
+    return await select_rows(
+        conn,
+        Simulation,
+        filters,
+        order=("created_at", "simulation_id"),
+        limit=limit,
+        after=after,
+    )
 
 
 async def update_simulation(
@@ -143,7 +154,8 @@ async def update_simulation(
 async def delete_simulation(conn: Conn, simulation_id: str) -> dict[str, int]:
     """Delete the simulation and every row of its data; rows deleted per table."""
     work = delete_simulation_work(simulation_id)
-    return cast(dict[str, int], await ops.run_borrowed_async(conn, work, what="delete"))
+    result = await readiness.run_borrowed_async(conn, work, what="delete", schema=None)
+    return cast(dict[str, int], result)
 
 
 async def _transition(
@@ -291,9 +303,16 @@ async def get_simulation_config(
     return row
 
 
-async def list_simulation_configs(conn: Conn, simulation_id: str) -> list[SimulationConfig]:
-    """Every config version of the simulation, oldest first."""
-    query = sql.SQL(
-        "SELECT {} FROM simulation_config WHERE simulation_id = %s ORDER BY config_id"
-    ).format(columns(SimulationConfig))
-    return await fetch_all(conn, SimulationConfig, query, (simulation_id,))
+async def list_simulation_configs(
+    conn: Conn, simulation_id: str, *, limit: int | None = None, after: Cursor | None = None
+) -> list[SimulationConfig]:
+    """Every config version of the simulation in config_id order (oldest first); at most
+    `limit`, those after `after`."""
+    return await select_rows(
+        conn,
+        SimulationConfig,
+        {"simulation_id": simulation_id},
+        order=("config_id",),
+        limit=limit,
+        after=after,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import NotFound
 from ..models import HealthIncident, Interaction, LearningExperience, ResourceState, SimulationStep
+from ..paging import Cursor
 from ._sql import Conn, R, insert_record, select_rows, upsert_clause, upsert_stored
 
 _STEP_UPSERT = upsert_clause(("simulation_id", "step"), tuple(SimulationStep.model_fields))
@@ -28,7 +29,7 @@ async def save_step_metrics(conn: Conn, metrics: SimulationStep) -> SimulationSt
 async def get_step_metrics(conn: Conn, simulation_id: str, step: int) -> SimulationStep:
     """The metrics of `step`; `NotFound` if none were stored."""
     rows = await select_rows(
-        conn, SimulationStep, {"simulation_id": simulation_id, "step": step}, order="step"
+        conn, SimulationStep, {"simulation_id": simulation_id, "step": step}, order=("step",)
     )
     if not rows:
         raise NotFound(f"no step metrics at step {step} in simulation {simulation_id!r}")
@@ -41,15 +42,20 @@ async def list_step_metrics(
     *,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[SimulationStep]:
-    """Step metrics in step order, optionally within steps [start_step, end_step]."""
+    """Step metrics in step order, optionally within steps [start_step, end_step]; at most
+    `limit`, those after `after`."""
     return await select_rows(
         conn,
         SimulationStep,
         {"simulation_id": simulation_id},
-        order="step",
+        order=("step",),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )
 
 
@@ -67,15 +73,20 @@ async def list_resource_states(
     resource_id: int | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[ResourceState]:
-    """Resource states by step then resource: one step's snapshot or one resource's history."""
+    """Resource states in (step, resource_id) order: one step's snapshot or one resource's
+    history; at most `limit`, those after `after`."""
     return await select_rows(
         conn,
         ResourceState,
         {"simulation_id": simulation_id, "step": step, "resource_id": resource_id},
-        order="step, resource_id",
+        order=("step", "resource_id"),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )
 
 
@@ -96,15 +107,20 @@ async def list_learning_experiences(
     module_type: str | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[LearningExperience]:
-    """Learning experiences by step (then id), of one agent and/or module type if given."""
+    """Learning experiences in (step, agent_id, ordinal) order, of one agent and/or module
+    type if given; at most `limit`, those after `after`."""
     return await select_rows(
         conn,
         LearningExperience,
         {"simulation_id": simulation_id, "agent_id": agent_id, "module_type": module_type},
-        order="step, agent_id, ordinal",
+        order=("step", "agent_id", "ordinal"),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )
 
 
@@ -120,15 +136,20 @@ async def list_health_incidents(
     agent_id: str | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[HealthIncident]:
-    """Health incidents by step (then id), of one agent if given."""
+    """Health incidents in (step, agent_id, ordinal) order, of one agent if given; at most
+    `limit`, those after `after`."""
     return await select_rows(
         conn,
         HealthIncident,
         {"simulation_id": simulation_id, "agent_id": agent_id},
-        order="step, agent_id, ordinal",
+        order=("step", "agent_id", "ordinal"),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )
 
 
@@ -148,8 +169,11 @@ async def list_interactions(
     interaction_type: str | None = None,
     start_step: int | None = None,
     end_step: int | None = None,
+    limit: int | None = None,
+    after: Cursor | None = None,
 ) -> list[Interaction]:
-    """Interactions by step (then id), filtered by the arguments given."""
+    """Interactions in (step, ordinal) order, filtered by the arguments given; at most
+    `limit`, those after `after`."""
     filters = {
         "simulation_id": simulation_id,
         "source_id": source_id,
@@ -160,7 +184,9 @@ async def list_interactions(
         conn,
         Interaction,
         filters,
-        order="step, ordinal",
+        order=("step", "ordinal"),
         start_step=start_step,
         end_step=end_step,
+        limit=limit,
+        after=after,
     )

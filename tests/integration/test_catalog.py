@@ -181,8 +181,10 @@ def test_copy_specs_follow_the_catalog() -> None:
         expected = [c.name for c in TABLES[name].columns if c.written and not c.identity]
         assert list(spec.names) == expected
         assert spec.names[0] == "simulation_id"
-    assert catalog.AGENT_DEPENDENT == {
-        "agent_states", "agent_actions", "learning_experiences", "health_incidents",
+    assert {t: p for t, p in catalog.WRITTEN_AFTER.items() if p} == {
+        "agent_states": ("agents",), "agent_actions": ("agents",),
+        "learning_experiences": ("agents",), "health_incidents": ("agents",),
+        "agent_decisions": ("agents", "events"),
     }  # fmt: skip
 
 

@@ -502,8 +502,8 @@ def test_a_file_that_cannot_be_written_is_one_line_naming_it(
     blocker.write_text("not a directory")
     with pytest.raises(OutputError, match=f"cannot create output directory {blocker / 'x'}"):
         export(seeded, blocker / "x", simulations=["sim-A"])
-    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'missing' / 'd.jsonl'}"):
-        export_decisions(seeded, tmp_path / "missing" / "d.jsonl")
+    with pytest.raises(OutputError, match=f"cannot create directory {blocker}"):
+        export_decisions(seeded, blocker / "d.jsonl")
     capsys.readouterr()
     code = cli.main(["--dsn", dsn, "archive", "--simulation", "sim-A", "--out",
                      str(blocker / "x"), "--yes"])

@@ -83,6 +83,8 @@ def _rows_with(table: str, sim: str, text: str) -> list[tuple[Any, ...]]:
             values.append(sim)
         elif col.name == "agent_id" and table != "agents":
             values.append("a1")
+        elif col.name == "event_id" and table != "events":
+            values.append(None)  # a decision need not answer an event
         elif col.kind == "text":
             values.append(text)
         elif col.kind == "text[]":

@@ -25,7 +25,7 @@ from sim_schema.errors import IngestError, ValidationError
 from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
 from sim_schema.models import AgentCreate, AgentDecisionCreate, EventCreate
 from sim_schema.settings import Settings
-from sim_schema.catalog import AGENT_DEPENDENT, SPECS, Column
+from sim_schema.catalog import SPECS, WRITTEN_AFTER, Column
 from sim_schema.store import Store
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'`
@@ -74,7 +74,8 @@ def valid_value(col: Column) -> st.SearchStrategy[Any]:
         lo = col.minimum if col.minimum is not None else -hi - 1
         base = st.one_of(st.integers(lo, hi), st.sampled_from([lo, hi]))
     elif kind == "float8":
-        base = FLOAT
+        low = col.minimum
+        base = FLOAT if low is None else st.floats(min_value=low, allow_nan=False)
     elif kind == "bool":
         base = st.booleans()
     elif kind == "jsonb":
@@ -98,6 +99,8 @@ def invalid_value(col: Column) -> st.SearchStrategy[Any]:
             options.append(col.minimum - 1)
     elif kind == "float8":
         options = [*wrong_type, "1.0", True, 2**80]
+        if col.minimum is not None:
+            options.append(col.minimum - 0.5)
     elif kind == "bool":
         options = [*wrong_type, 1, "true"]
     elif kind == "jsonb":
@@ -130,8 +133,10 @@ def fix_keys(table: str, rows: list[list[Any]]) -> None:
             r[names.index("agent_id")] = f"{i}:{r[names.index('agent_id')]}"
             r[names.index("birth_step")] = 0
             r[names.index("death_step")] = None
-        if table in AGENT_DEPENDENT:
+        if "agents" in WRITTEN_AFTER[table]:
             r[names.index("agent_id")] = "a1"
+        if "events" in WRITTEN_AFTER[table]:
+            r[names.index("event_id")] = None  # no event to refer to
 
 
 def rows_for(table: str) -> st.SearchStrategy[list[list[Any]]]:

@@ -39,6 +39,7 @@ ONE_ROW = {
     "health_incidents": "log_health_incident",
     "interactions": "log_interaction",
     "events": "log_event",
+    "agent_decisions": "log_decision",
 }
 MANY_ROWS = {
     "agents": "log_agents",
@@ -50,6 +51,7 @@ MANY_ROWS = {
     "health_incidents": "log_health_incidents",
     "interactions": "log_interactions",
     "events": "log_events",
+    "agent_decisions": "log_decisions",
 }
 
 

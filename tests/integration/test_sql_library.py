@@ -45,6 +45,25 @@ def agent_history(s: Seed) -> Rows:
     )
 
 
+def agent_latest(s: Seed) -> Rows:
+    """The last state, its JSONB columns the latest non-NULL ones (profile: else the
+    registration profile, which the seed leaves at its default)."""
+    rows = sorted(
+        (r for r in s.rows("agent_states", SIM) if r["agent_id"] == AGENT), key=lambda r: r["step"]
+    )
+
+    def latest(column: str, otherwise: Any = None) -> Any:
+        return next((r[column] for r in reversed(rows) if r.get(column) is not None), otherwise)
+
+    last = dict(zip([c.name for c in catalog.table("agent_states").columns],
+                    full("agent_states", rows[-1]), strict=True))
+    # the case is only worth something if the latest row lacks what an earlier one has
+    assert last["memory"] is None and latest("memory") is not None
+    last.update(profile=latest("profile", {}), memory=latest("memory"),
+                relationships=latest("relationships"))
+    return [tuple(last.values())]
+
+
 def step_snapshot(s: Seed) -> Rows:
     return sorted(
         (full("agent_states", r) for r in s.rows("agent_states", SIM) if r["step"] == 12),
@@ -264,6 +283,7 @@ def training_examples(s: Seed) -> Rows:
 CASES: dict[str, tuple[dict[str, Any], Callable[[Seed], Rows]]] = {
     "agent_history": ({"simulation_id": SIM, "agent_id": AGENT}, agent_history),
     "step_snapshot": ({"simulation_id": SIM, "step": 12}, step_snapshot),
+    "agent_latest": ({"simulation_id": SIM, "agent_id": AGENT}, agent_latest),
     "agent_actions": ({"simulation_id": SIM, "agent_id": AGENT, "start_step": 5,
                        "end_step": 20}, agent_actions),
     "action_statistics": ({"simulation_id": SIM}, action_statistics),
@@ -333,8 +353,9 @@ def test_bind_names_missing_and_unknown_parameters() -> None:
         " simulation_id, agent_id, start_step (optional), end_step (optional)"
     )
     bound = query.bind({"simulation_id": "x", "agent_id": "a"})  # optional ones are NULL
-    assert bound == {"simulation_id": "x", "agent_id": "a", "start_step": None, "end_step": None}
-    assert query.optional == {"start_step", "end_step"}
+    assert bound == {"simulation_id": "x", "agent_id": "a", "start_step": None, "end_step": None,
+                     "after_step": None, "limit": None}
+    assert query.optional == {"start_step", "end_step", "after_step", "limit"}
     with pytest.raises(ConfigurationError, match="valid: action_statistics"):
         sqllib.get_query("nope")
 
