@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 
 from benchmarks.server import connect, fresh_database, restartable_server
+from sim_schema.errors import ConnectionFailed
 from sim_schema.ingest.logger import RetryPolicy, SimulationLogger
 from sim_schema.read.export import export
 from sim_schema.read.sqllib import load_library, run_query
@@ -156,7 +157,7 @@ class Soak:
                             self.queries += 1
                             if self.stop.is_set():
                                 break
-            except psycopg.OperationalError:
+            except (psycopg.OperationalError, ConnectionFailed):
                 self.interrupted("analyst")
             except Exception as exc:
                 self.error(f"analyst {n}", exc)
@@ -172,7 +173,8 @@ class Soak:
                                    from_step=0, to_step=200, progress=False,
                                    overwrite=True)  # fmt: skip
                             self.exports += 1
-                except psycopg.OperationalError:
+                except (psycopg.OperationalError, ConnectionFailed):
+                    # a killed connection, also when found while the module hands it back
                     self.interrupted("export")
                 except Exception as exc:
                     self.error("export", exc)

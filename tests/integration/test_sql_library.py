@@ -350,7 +350,8 @@ def test_bind_names_missing_and_unknown_parameters() -> None:
         query.bind({"simulation_id": "x", "step": 1})
     assert str(info.value) == (
         "query 'agent_history': unknown parameter 'step'; missing parameter 'agent_id'; it takes:"
-        " simulation_id, agent_id, start_step (optional), end_step (optional)"
+        " simulation_id, agent_id, start_step (optional), end_step (optional),"
+        " after_step (optional), limit (optional)"
     )
     bound = query.bind({"simulation_id": "x", "agent_id": "a"})  # optional ones are NULL
     assert bound == {"simulation_id": "x", "agent_id": "a", "start_step": None, "end_step": None,

@@ -122,6 +122,8 @@ async def test_upgrade_keeps_every_row_and_writes_on(blank_dsn: str) -> None:
                             " FROM simulations ORDER BY 1").fetchall() == [
             ("s1", 10, None), ("s2", 10, None)
         ]
+        conn.rollback()
+        sim_schema.migrate(conn)  # the later migrations too, for the code below
     settings = Settings(dsn=blank_dsn)
     async with Store(settings) as store, SimulationLogger(store, "s1") as logger:
         await logger.log_agent("new", "prey", birth_step=8)
