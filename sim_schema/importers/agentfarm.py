@@ -452,7 +452,7 @@ async def _import_file(
         fallback = "completed" if values.get("ended_at") else "aborted"
         status(values, SimulationStatus, fallback, sreport, "agentfarm")
         sreport.rows_read += 1
-        await _simulation(sink, values, sreport)
+        await sink.simulation_counted(values, sreport)
     await _configs(sink, file, file_simulation, experiment_id, report)
     for name in DATA_TABLES:
         if name not in file.columns:
@@ -465,7 +465,8 @@ async def _import_file(
         ) as bar:
             async for sim, batch in prefetched(_chunks(file, plan, params, batch_size, bar)):
                 if not sink.has_simulation(sim):
-                    await _simulation(sink, _unlisted(file, sim, experiment_id, sreport), sreport)
+                    unlisted = _unlisted(file, sim, experiment_id, sreport)
+                    await sink.simulation_counted(unlisted, sreport)
                 await sink.write(plan.report, sim, batch, plan.describe, plan.source_column)
 
 
@@ -482,15 +483,6 @@ def _unlisted(
     if experiment_id is not None:
         values["experiment_id"] = experiment_id
     return values
-
-
-async def _simulation(sink: Sink, values: dict[str, Any], report: TableReport) -> None:
-    existing = len(sink.report.simulations_existing)
-    await sink.simulation(values)
-    if len(sink.report.simulations_existing) > existing:
-        report.rows_already_stored += 1
-    else:
-        report.rows_written += 1
 
 
 async def _configs(
@@ -518,7 +510,7 @@ async def _configs(
             ) from None
         if not sink.has_simulation(sim):
             sreport = report.table("simulations", "simulations")
-            await _simulation(sink, _unlisted(file, sim, experiment_id, sreport), sreport)
+            await sink.simulation_counted(_unlisted(file, sim, experiment_id, sreport), sreport)
         out.append((sim, row["config_id"], config))
     creport.rows_read += len(out)
     written = await insert_many_if_absent(

@@ -434,15 +434,6 @@ def _plain(value: Any) -> Any:
     return _json_value(value)
 
 
-async def _simulation(sink: Sink, values: dict[str, Any], report: TableReport) -> None:
-    existing = len(sink.report.simulations_existing)
-    await sink.simulation(values)
-    if len(sink.report.simulations_existing) > existing:
-        report.rows_already_stored += 1
-    else:
-        report.rows_written += 1
-
-
 async def _scenarios_and_trails(
     sink: Sink,
     source: _Source,
@@ -481,7 +472,7 @@ async def _scenarios_and_trails(
         fallback = "completed" if values.get("ended_at") else "aborted"
         status(values, SimulationStatus, fallback, sreport, _NS)
         sreport.rows_read += 1
-        await _simulation(sink, values, sreport)
+        await sink.simulation_counted(values, sreport)
 
 
 # --- the entry point ---------------------------------------------------------------------

@@ -67,6 +67,15 @@ class Sink:
         if not await insert_if_absent(self.conn, "simulations", values):
             self.report.simulations_existing.append(simulation_id)
 
+    async def simulation_counted(self, values: Mapping[str, Any], report: TableReport) -> None:
+        """`simulation`, counted in `report` as written or as already stored."""
+        existing = len(self.report.simulations_existing)
+        await self.simulation(values)
+        if len(self.report.simulations_existing) > existing:
+            report.rows_already_stored += 1
+        else:
+            report.rows_written += 1
+
     def has_simulation(self, simulation_id: str) -> bool:
         return simulation_id in self._simulations
 
