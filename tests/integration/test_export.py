@@ -64,14 +64,18 @@ def seed(
            FROM generate_series(1, %s) g""",
         (sim, TRICKY, TRICKY, agents),
     )
-    conn.execute(
-        """INSERT INTO agent_states (simulation_id, step, agent_id, position_x, health, age,
-                                     memory, extras)
-           SELECT %s, s, 'a' || a, s * 0.1 + a, CASE WHEN s = 0 THEN 'NaN'::float8 ELSE 1.0/3 END,
-                  s, jsonb_build_object('seen', jsonb_build_array(s, a), 'note', %s::text),
-                  CASE WHEN a = 1 THEN NULL ELSE '{"k": -0.0}'::jsonb END
-           FROM generate_series(0, %s - 1) s, generate_series(1, %s) a""",
-        (sim, TRICKY, steps, agents),
+    conn.execute(  # a bulk load by raw SQL goes to the stored table, with keys (schema.md)
+        """INSERT INTO agent_states_data (sim_key, step, agent_key, position_x, health, age,
+                                          memory, extras)
+           SELECT k.sim_key, s, k.agent_key, s * 0.1 + k.a,
+                  CASE WHEN s = 0 THEN 'NaN'::float8 ELSE 1.0/3 END,
+                  s, jsonb_build_object('seen', jsonb_build_array(s, k.a), 'note', %s::text),
+                  CASE WHEN k.a = 1 THEN NULL ELSE '{"k": -0.0}'::jsonb END
+           FROM generate_series(0, %s - 1) s,
+                (SELECT m.sim_key, g.agent_key, substr(g.agent_id, 2)::int AS a
+                 FROM simulations m JOIN agents g USING (simulation_id)
+                 WHERE m.simulation_id = %s) k""",
+        (TRICKY, steps, sim),
     )
     for table, cols, values in [
         ("agent_actions", "agent_id, action_type, reward, details",
