@@ -201,11 +201,11 @@ def test_cli_identifiers_and_filters_refused_or_data(
         (["final", "--simulation", "c1", "--by-parameter", payload], {0, 2}),
         (["summary", "--simulation", payload], {7}),
         (["agents-over-time", "--simulation", payload], {0, 7}),
-        (["query", "agent_lifespans", "--param", f"simulation_id={payload}"], {0, 2}),
+        (["query", "agent_lifespans", "--param", f"simulation_id={payload}"], {2, 7}),
         (["export", "--simulation", "c1", "--out", str(tmp_path / "o"), "--tables", payload], {2}),
         (["export", "--simulation", payload, "--out", str(tmp_path / "p")], {7}),
         (["grant-read-only", payload], {2, 7}),
-        (["delete-simulation", payload, "--yes"], {7}),
+        (["delete-simulation", "--simulation", payload, "--yes"], {7}),
     ]
     for args, codes in cases:
         proc = _cli(dsn, *args)
