@@ -79,9 +79,10 @@ Work = Generator[Op, Any, Any]
 
 @dataclass
 class Session:
-    """What a driver learned while performing work: whether a clean-up step failed."""
+    """What a driver learned while performing work: the error of a clean-up step that
+    failed (the work went on: its result stands, the connection is not handed back)."""
 
-    cleanup_failed: bool = False
+    cleanup_error: psycopg.Error | None = None
 
 
 def _params(params: Params) -> Any:
@@ -110,7 +111,7 @@ def run(conn: psycopg.Connection[Any], work: Work, session: Session | None = Non
             reply = _perform(conn, op)
         except BaseException as exc:  # KeyboardInterrupt too: the work's clean-up must run
             if isinstance(op, Query) and op.best_effort and isinstance(exc, psycopg.Error):
-                state.cleanup_failed = True
+                state.cleanup_error = exc
                 continue
             error = exc
 
@@ -135,7 +136,7 @@ async def run_async(
             reply = await _perform_async(conn, op)
         except BaseException as exc:  # asyncio.CancelledError too
             if isinstance(op, Query) and op.best_effort and isinstance(exc, psycopg.Error):
-                state.cleanup_failed = True
+                state.cleanup_error = exc
                 continue
             error = exc
 
@@ -239,8 +240,8 @@ def _refuse_busy(status: psycopg.pq.TransactionStatus, what: str) -> None:
 
 
 _RESTORE_FAILED = (
-    "could not restore the connection's settings after use; it was closed so that it is "
-    "not handed back half-changed"
+    "the work was done, but the connection's settings could not be restored after it; the "
+    "connection was closed so that it is not handed back half-changed"
 )
 
 
@@ -269,18 +270,20 @@ def borrowed(
         raise
     finally:
         if not conn.closed:
-            try:
-                if state.cleanup_failed:
-                    raise ConnectionFailed(_RESTORE_FAILED)
-                if conn.info.transaction_status != _IDLE:
-                    conn.rollback()
-                if previous is not None:
-                    conn.execute(SET_PATH, (previous[0],))
-                conn.autocommit = autocommit
-            except BaseException:
+            cause: BaseException | None = state.cleanup_error
+            if cause is None:
+                try:
+                    if conn.info.transaction_status != _IDLE:
+                        conn.rollback()
+                    if previous is not None:
+                        conn.execute(SET_PATH, (previous[0],))
+                    conn.autocommit = autocommit
+                except BaseException as exc:
+                    cause = exc
+            if cause is not None:
                 conn.close()
                 if not failed:
-                    raise ConnectionFailed(_RESTORE_FAILED) from None
+                    raise ConnectionFailed(_RESTORE_FAILED) from cause
 
 
 @asynccontextmanager
@@ -308,18 +311,20 @@ async def borrowed_async(
         raise
     finally:
         if not conn.closed:
-            try:
-                if state.cleanup_failed:
-                    raise ConnectionFailed(_RESTORE_FAILED)
-                if conn.info.transaction_status != _IDLE:
-                    await conn.rollback()
-                if previous is not None:
-                    await conn.execute(SET_PATH, (previous[0],))
-                await conn.set_autocommit(autocommit)
-            except BaseException:
+            cause: BaseException | None = state.cleanup_error
+            if cause is None:
+                try:
+                    if conn.info.transaction_status != _IDLE:
+                        await conn.rollback()
+                    if previous is not None:
+                        await conn.execute(SET_PATH, (previous[0],))
+                    await conn.set_autocommit(autocommit)
+                except BaseException as exc:
+                    cause = exc
+            if cause is not None:
                 await conn.close()
                 if not failed:
-                    raise ConnectionFailed(_RESTORE_FAILED) from None
+                    raise ConnectionFailed(_RESTORE_FAILED) from cause
 
 
 def run_borrowed(conn: psycopg.Connection[Any], work: Work, *, what: str) -> Any:

@@ -16,7 +16,9 @@ the first bad row otherwise. Both paths accept and refuse exactly the same value
 
 JSONB values come out as jsonb's binary wire format (a version byte, then the UTF-8 text),
 ready to be sent as they are: COPY sends them as they are, the repositories as `JsonbWire`
-parameters (a binary jsonb dumper registered below).
+parameters (a binary jsonb dumper registered below). A `JsonbWire` given in a batch is
+taken as encoded already: the AgentFarm importer has SQLite check and encode JSON text
+(`importers.agentfarm`), and the server's own JSON parser is the last word on it.
 """
 
 from __future__ import annotations
@@ -200,8 +202,13 @@ def _plainly_valid(col: Column, values: Sequence[Any]) -> bool:
 
 
 def _encode_json(table: str, col: Column, values: Sequence[Any]) -> list[bytes | None]:
-    """The column's values as jsonb payloads, the first unstorable one named."""
+    """The column's values as jsonb payloads, the first unstorable one named. A `JsonbWire`
+    is a payload already (an importer's source checked it as JSON): it passes as it is."""
     types = set(map(type, values))
+    if types <= _ENCODED:
+        if _NONE in types and not col.nullable:
+            raise ValidationError(table, values.index(None), col.name, "NULL in a NOT NULL column")
+        return list(values)
     if _NONE not in types:
         try:
             texts = _dumps_all(values)
@@ -409,6 +416,9 @@ def _validate(
 
 class JsonbWire(bytes):
     """A JSON value already in jsonb's binary wire format (what `param` returns for jsonb)."""
+
+
+_ENCODED = frozenset({JsonbWire, _NONE})
 
 
 class _JsonbWireDumper(Dumper):

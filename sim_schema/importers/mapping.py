@@ -1,13 +1,16 @@
 """Value conversions the importers share: JSON text, defaults for missing values, statuses.
 
 Each conversion that changes or invents a value counts it in the table's report
-(`TableReport.defaulted`), so the final report says how many rows got what.
+(`TableReport.defaulted`), so the final report says how many rows got what. Conversions
+are applied to a batch a column at a time (`fixed_rows`); a conversion may carry a
+whole-column shortcut (`Fix.column`) for the common case, decided by C-level passes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..models import ExperimentStatus, SimulationStatus
@@ -21,6 +24,53 @@ class BadValue(Exception):
     """A source value that cannot be mapped (the reason is the message)."""
 
 
+_NONE = type(None)
+_INT_OR_NONE = frozenset({int, _NONE})
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A conversion of one column's values: `value` converts one; `column`, if given,
+    converts a whole column at once, or returns None to leave it to `value`."""
+
+    value: Callable[[Any], Any]
+    column: Callable[[Sequence[Any]], Sequence[Any] | None] | None = None
+
+
+Fixups = Sequence[tuple[int, Fix]]
+
+
+def fixed_rows(
+    rows: Sequence[Sequence[Any]],
+    fixups: Fixups,
+    located: Callable[[int, int, BadValue], Exception],
+) -> list[Any]:
+    """`rows` with each column of `fixups` converted, a column at a time; the first value
+    that cannot be converted raises `located(row index, column position, error)`."""
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for position, fix in fixups:
+        values = columns[position]
+        done = fix.column(values) if fix.column is not None else None
+        if done is None:
+            try:
+                done = list(map(fix.value, values))
+            except BadValue:
+                for i, v in enumerate(values):
+                    try:
+                        fix.value(v)
+                    except BadValue as exc:
+                        raise located(i, position, exc) from None
+                raise
+        columns[position] = done
+    return list(zip(*columns, strict=True))
+
+
+def unless_null(fix: Fix) -> Fix:
+    """`fix` for the values that are not NULL; NULL stays NULL."""
+    convert = fix.value
+    return Fix(lambda v: None if v is None else convert(v), fix.column)
+
+
 def counter(report: TableReport, what: str) -> Callable[[], None]:
     """Counts one more row under `what` ("column: why") in the report's defaulted."""
 
@@ -30,11 +80,11 @@ def counter(report: TableReport, what: str) -> Callable[[], None]:
     return count
 
 
-def constant(value: Any) -> Callable[[Any], Any]:
-    return lambda _: value
+def constant(value: Any) -> Fix:
+    return Fix(lambda _: value, lambda values: [value] * len(values))
 
 
-def json_or_text(count: Callable[[], None]) -> Callable[[Any], Any]:
+def json_or_text(count: Callable[[], None]) -> Fix:
     """JSON text parsed; text that is not JSON kept as a JSON string (and counted)."""
 
     def convert(text: Any) -> Any:
@@ -46,12 +96,14 @@ def json_or_text(count: Callable[[], None]) -> Callable[[Any], Any]:
             count()
             return text
 
-    return convert
+    return Fix(convert)
 
 
-def farm_state_step(value: Any) -> Any:
-    """The step of an AgentFarm state id "agent_id-step" (agent ids may contain '-'); a
-    step given as an integer is that step."""
+def _steps_already(values: Sequence[Any]) -> Sequence[Any] | None:
+    return values if set(map(type, values)) <= _INT_OR_NONE else None
+
+
+def _state_step(value: Any) -> Any:
     if value is None or type(value) is int:
         return value
     _, sep, step = str(value).rpartition("-")
@@ -60,18 +112,30 @@ def farm_state_step(value: Any) -> Any:
     return int(step)
 
 
-def defaulting(
-    convert: Callable[[Any], Any] | None, default: Any, count: Callable[[], None]
-) -> Callable[[Any], Any]:
+# The step of an AgentFarm state id "agent_id-step" (agent ids may contain '-'); a step
+# given as an integer is that step. Integers pass a column at a time: the farm importer's
+# SELECT parses the common ids in SQLite already.
+farm_state_step = Fix(_state_step, _steps_already)
+
+
+def defaulting(convert: Fix | None, default: Any, count: Callable[[], None]) -> Fix:
     """NULL becomes `default` (counted); other values go through `convert`, if any."""
+    inner = convert.value if convert is not None else None
 
     def fill(value: Any) -> Any:
         if value is None:
             count()
             return default
-        return convert(value) if convert is not None else value
+        return inner(value) if inner is not None else value
 
-    return fill
+    def column(values: Sequence[Any]) -> Sequence[Any] | None:
+        if None in values:
+            return None
+        if convert is None:
+            return values
+        return convert.column(values) if convert.column is not None else None
+
+    return Fix(fill, column)
 
 
 def status(

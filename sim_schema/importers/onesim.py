@@ -47,7 +47,19 @@ from ..pgerrors import reason
 from ..progress import Progress
 from ..settings import Settings, redact_dsn
 from ..store import Store, connect_async
-from .mapping import UNKNOWN, BadValue, constant, counter, defaulting, json_or_text, status
+from . import collector
+from .mapping import (
+    UNKNOWN,
+    BadValue,
+    Fix,
+    constant,
+    counter,
+    defaulting,
+    fixed_rows,
+    json_or_text,
+    status,
+    unless_null,
+)
 from .report import ImportReport, TableReport
 from .sink import DEFAULT_BATCH_SIZE, Sink, ahead
 
@@ -125,7 +137,7 @@ class _Plan:
     report: TableReport
     columns: tuple[Column, ...]  # ours, simulation_id first
     select: sql.Composed
-    fixups: tuple[tuple[int, Callable[[Any], Any]], ...]
+    fixups: tuple[tuple[int, Fix], ...]
     sources: Mapping[str, str]  # our column -> the OneSim column it is read from
     key_at: tuple[int, ...]  # positions of the columns that name a row in messages
     omitted: tuple[str, ...]  # "column: why" of columns left to the table's default
@@ -196,7 +208,7 @@ def _as_uuid(value: Any) -> uuid.UUID:
 
 def _expression(
     source: _Source, name: str, column: str, col: Column, report: TableReport
-) -> tuple[sql.Composable, Callable[[Any], Any] | None]:
+) -> tuple[sql.Composable, Fix | None]:
     """What the SELECT reads for our column `col` from OneSim's `column`, and the
     conversion its values need in Python (None: they pass as they are)."""
     kind, given = col.kind, source.columns[name][column]
@@ -216,7 +228,7 @@ def _expression(
     if kind == "uuid" and given == "uuid":
         return ident, None
     if kind == "uuid" and given in _TEXT:
-        return ident, _as_uuid
+        return ident, Fix(_as_uuid)
     if kind == "timestamptz" and given == "timestamp with time zone":
         return ident, None
     if kind == "timestamptz" and given == "timestamp without time zone":
@@ -246,7 +258,7 @@ def _plan(source: _Source, data: _Data, report: ImportReport, trails: bool) -> _
     candidates = SPECS[name].columns if data.bulk else table(name).columns
     columns: list[Column] = []
     selects: list[sql.Composable] = []
-    fixups: list[tuple[int, Callable[[Any], Any]]] = []
+    fixups: list[tuple[int, Fix]] = []
     sources: dict[str, str] = {"simulation_id": "trail_id"}
     omitted: list[str] = []
     for col in candidates:
@@ -285,14 +297,16 @@ def _plan(source: _Source, data: _Data, report: ImportReport, trails: bool) -> _
             what = f"{col.name}: NULL, {default!r}"
             fixups.append((position, defaulting(convert, default, counter(treport, what))))
         elif convert is not None:
-            fixups.append((position, _unless_null(convert)))
+            fixups.append((position, unless_null(convert)))
     used = set(sources.values())
     ours = table(name).names
     for column in present:
         if column in used:
             continue
-        why = "set by the server here (the time of the import)" if column in ours else (
-            "no column for it in this schema"
+        why = (
+            "set by the server here (the time of the import)"
+            if column in ours
+            else ("no column for it in this schema")
         )
         treport.skipped[column] = data.replaced.get(column, why)
     order = sql.SQL(", ").join(sql.Identifier(c) for c in ("trail_id", *data.order))
@@ -311,21 +325,18 @@ def _trail_filter(trails: bool) -> sql.Composable:
     return sql.SQL("trail_id::text = ANY(%(trails)s)") if trails else sql.SQL("true")
 
 
-def _unless_null(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None else convert(v)
+def _locator(
+    source: _Source, plan: _Plan, rows: Sequence[Sequence[Any]]
+) -> Callable[[int, int, BadValue], SourceError]:
+    """The error of a value that cannot be converted, naming its source row and column."""
 
+    def located(i: int, position: int, exc: BadValue) -> SourceError:
+        return SourceError(
+            source.label, str(exc), table=plan.data.table, row=plan.describe(rows[i]),
+            field=plan.source_column(plan.columns[position].name),
+        )  # fmt: skip
 
-def _fixed(source: _Source, plan: _Plan, row: Sequence[Any]) -> list[Any]:
-    values = list(row)
-    for position, fix in plan.fixups:
-        try:
-            values[position] = fix(values[position])
-        except BadValue as exc:
-            raise SourceError(
-                source.label, str(exc), table=plan.data.table, row=plan.describe(row),
-                field=plan.source_column(plan.columns[position].name),
-            ) from None  # fmt: skip
-    return values
+    return located
 
 
 async def _batches(
@@ -343,7 +354,7 @@ async def _batches(
                 plan.report.rows_read += len(fetched)
                 rows: list[Any] = fetched
                 if plan.fixups:
-                    rows = [_fixed(source, plan, r) for r in fetched]
+                    rows = fixed_rows(fetched, plan.fixups, _locator(source, plan, fetched))
                 for simulation_id, group in groupby(rows, key=lambda r: r[0]):
                     yield simulation_id, list(group)
     except psycopg.Error as exc:
@@ -392,7 +403,7 @@ async def _import_table(
 
 def _json_value(value: Any) -> Any:
     """A JSON column's value: parsed already (json, jsonb) or JSON text."""
-    return json_or_text(lambda: None)(value) if isinstance(value, str) else value
+    return json_or_text(lambda: None).value(value) if isinstance(value, str) else value
 
 
 def _record(
@@ -461,8 +472,7 @@ async def _scenarios_and_trails(
             ereport.rows_already_stored += 1 - (len(report.experiments) - before)
     elif "scenarios" in source.columns:
         report.note(
-            f"the scenarios rows are not imported: --experiment {experiment_id} groups the"
-            " trails"
+            f"the scenarios rows are not imported: --experiment {experiment_id} groups the trails"
         )
     sreport = report.table("simulations", "trails")
     for row in trails:
@@ -509,21 +519,24 @@ async def import_onesim(
         await src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         source = _Source(src, label, source_schema)
         await source.read_catalog()
-        async with store.connection() as conn:
-            sink = Sink(conn, report)
-            if experiment_id is not None:
-                await sink.experiment(
-                    {"experiment_id": experiment_id, "name": experiment_id,
-                     "metadata": {_NS: {"source": label}}}
-                )  # fmt: skip
-            await _scenarios_and_trails(sink, source, report, experiment_id, where, params)
-            for data in _DATA:
-                if data.table not in source.columns:
-                    report.note(f"the source has no {data.table} table: nothing imported into it")
-                    continue
-                plan = _plan(source, data, report, trail_ids is not None)
-                await _import_table(
-                    sink, source, plan, params, batch_size, progress, progress_stream
-                )
+        with collector.paused():
+            async with store.connection() as conn:
+                sink = Sink(conn, report)
+                if experiment_id is not None:
+                    await sink.experiment(
+                        {"experiment_id": experiment_id, "name": experiment_id,
+                         "metadata": {_NS: {"source": label}}}
+                    )  # fmt: skip
+                await _scenarios_and_trails(sink, source, report, experiment_id, where, params)
+                for data in _DATA:
+                    if data.table not in source.columns:
+                        report.note(
+                            f"the source has no {data.table} table: nothing imported into it"
+                        )
+                        continue
+                    plan = _plan(source, data, report, trail_ids is not None)
+                    await _import_table(
+                        sink, source, plan, params, batch_size, progress, progress_stream
+                    )
         await src.rollback()
     return report

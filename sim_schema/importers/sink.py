@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -27,13 +28,13 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from ..catalog import Column, table
+from ..catalog import Column, spec_of, table
 from ..errors import ReplayConflict, SimSchemaError, SourceError, ValidationError
 from ..ingest.resume import stored_steps
-from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch
+from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch, set_wire_types
 from ..pgerrors import translate
 from ..repositories.imported import insert_if_absent
-from ..values import validate_columns
+from ..values import JsonbWire, param, validate_columns
 from .report import ImportReport, TableReport
 
 T = TypeVar("T")
@@ -104,14 +105,17 @@ class Sink:
         check = await self._replay_checked(simulation_id, report.table)
         before = self.writer.rows_skipped
         with self._located(report, rows, describe, source_column):
-            await self.writer.write_many(
-                self.conn,
-                report.table,
-                simulation_id,
-                [CopyBatch(uuid.uuid4(), rows)],
-                check_stored=check,
-                ledger=False,  # a re-run recognises the rows by content: it leaves no trace
-            )
+            try:
+                await self.writer.write_many(
+                    self.conn,
+                    report.table,
+                    simulation_id,
+                    [CopyBatch(uuid.uuid4(), rows)],
+                    check_stored=check,
+                    ledger=False,  # a re-run recognises the rows by content: it leaves no trace
+                )
+            except psycopg.DataError as exc:
+                raise _refused_payload(report.table, rows) or translate(exc) or exc from None
         skipped = self.writer.rows_skipped - before
         report.rows_written += len(rows) - skipped
         report.rows_already_stored += skipped
@@ -175,6 +179,27 @@ class Sink:
             raise SourceError(source, str(exc), table=report.source) from None
 
 
+def _refused_payload(table_name: str, rows: Sequence[Sequence[Any]]) -> ValidationError | None:
+    """Which JSON payload encoded by the source (`JsonbWire`) the server refused, and why:
+    the first that is not UTF-8, not JSON, or breaks a value rule."""
+    spec = spec_of(table_name)
+    for i, row in enumerate(rows):
+        for p in spec.json_positions:
+            payload = row[p]
+            if type(payload) is not JsonbWire:
+                continue
+            name = spec.names[p]
+            try:
+                param(table_name, name, json.loads(payload[1:].decode()))
+            except UnicodeDecodeError as exc:
+                return ValidationError(table_name, i, name, f"not UTF-8 text: {exc.reason}")
+            except ValueError as exc:
+                return ValidationError(table_name, i, name, f"not JSON: {exc}")
+            except ValidationError as exc:
+                return ValidationError(table_name, i, name, exc.reason)
+    return None
+
+
 _STAGE = sql.Identifier("sim_schema_import_stage")
 
 
@@ -197,7 +222,7 @@ async def _stage_and_insert(
             async with cur.copy(
                 sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_STAGE, cols)
             ) as copy:
-                copy.set_types([WIRE_TYPE[c.kind] for c in columns])
+                set_wire_types(cur, copy, [WIRE_TYPE[c.kind] for c in columns])
                 for r in rows:
                     await copy.write_row(r)
             await cur.execute(

@@ -317,6 +317,7 @@ class SimulationLogger(
         # simulation faster than the database loses about that much to a kill -9.
         self.max_pending_seconds = max_pending_seconds
         self._commits: deque[tuple[int, float]] = deque(maxlen=_RATE_GROUPS)  # rows, seconds
+        self._pending_limit = max_pending
         self.retry = retry or RetryPolicy()
         self._writer = writer or BulkWriter()
         self._numbers = Numberer(simulation_id)
@@ -357,14 +358,19 @@ class SimulationLogger(
     @property
     def pending_limit(self) -> int:
         """The rows held at most now: `max_pending`, or less once the writer's rate is
-        known, `max_pending_seconds` of it (never below two batches)."""
-        if self.max_pending_seconds is None or not self._commits:
-            return self.max_pending
-        rows = sum(r for r, _ in self._commits)
-        seconds = sum(t for _, t in self._commits)
-        rate = rows / seconds if seconds > 0 else float("inf")
+        known, `max_pending_seconds` of it (never below two batches). Recomputed once per
+        commit (`_record_commit`), not on every call: producers read it per chunk."""
+        return self._pending_limit
+
+    def _record_commit(self, rows: int, seconds: float) -> None:
+        self._commits.append((rows, seconds))
+        if self.max_pending_seconds is None:
+            return
+        total_rows = sum(r for r, _ in self._commits)
+        total_seconds = sum(t for _, t in self._commits)
+        rate = total_rows / total_seconds if total_seconds > 0 else float("inf")
         window = max(2 * self.buffer_size, int(min(rate * self.max_pending_seconds, 1e12)))
-        return min(self.max_pending, window)
+        self._pending_limit = min(self.max_pending, window)
 
     # -- producer side ---------------------------------------------------------------
 
@@ -613,7 +619,7 @@ class SimulationLogger(
                 for batch in group:
                     self._fail(batch, _cause(table, batch.rows, exc))
                 return
-            self._commits.append((sum(len(b.rows) for b in group), time.monotonic() - began))
+            self._record_commit(sum(len(b.rows) for b in group), time.monotonic() - began)
             if watermark is not None:
                 self._published = watermark
             skipped = self._writer.rows_skipped - skipped_before

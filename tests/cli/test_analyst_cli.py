@@ -5,20 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
 
-import psycopg
 import pytest
-from seed import EXPERIMENT, Seed, insert, make_seed
+from seed import EXPERIMENT, Seed
 
 from sim_schema import cli
-
-
-@pytest.fixture
-def seed(conn: psycopg.Connection[Any]) -> Seed:
-    data = make_seed()
-    insert(conn, data)
-    return data
 
 
 def run(dsn: str, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

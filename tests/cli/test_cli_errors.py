@@ -17,6 +17,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sim_schema.cli import EXIT_CONNECTION, EXIT_NOT_FOUND, EXIT_USAGE
 
+pytestmark = pytest.mark.slow  # each command runs in its own process (about 0.7 s a start)
+
 PASSWORD = "Pa55-w0rd-s3cret"
 
 

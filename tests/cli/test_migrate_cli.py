@@ -20,6 +20,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sim_schema.migrations.migration import load_migrations
 
+pytestmark = pytest.mark.slow  # each command runs in its own process (about 0.7 s a start)
+
 N = len(load_migrations(None))
 SECRET = "hunter2-" + secrets.token_hex(4)
 

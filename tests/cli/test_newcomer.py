@@ -21,11 +21,13 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import add_simulation_sync
-from seed import EXPERIMENT, Seed, insert, make_seed
+from seed import EXPERIMENT, Seed
 
 from sim_schema import Settings, SyncSimulationLogger
 from sim_schema.cli import EXIT_CONNECTION, EXIT_NOT_FOUND, EXIT_USAGE
 from sim_schema.cli.main import build_parser, main
+
+pytestmark = pytest.mark.slow  # each command runs in its own process (about 0.7 s a start)
 
 
 def entry_point() -> list[str]:
@@ -46,13 +48,6 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sim-schema: "), done.stderr
     return lines[0]
-
-
-@pytest.fixture
-def seed(conn: psycopg.Connection[Any]) -> Seed:
-    data = make_seed()
-    insert(conn, data)
-    return data
 
 
 # --- options where people type them --------------------------------------------------

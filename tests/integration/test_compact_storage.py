@@ -459,3 +459,23 @@ async def test_importing_sim_schema_leaves_psycopg_jsonb_copy_to_the_host(
         assert await rows(aconn, "SELECT doc FROM public.host_docs") == [({"host": [1, "two"]},)]
     finally:
         await aconn.execute("DROP TABLE public.host_docs")
+
+
+async def test_the_writers_bytea_dumper_stays_on_its_own_cursor(
+    store: Store, aconn: psycopg.AsyncConnection[Any], citizens: str
+) -> None:
+    """The bulk writer sends jsonb payloads with psycopg's C bytes dumper, set on its COPY's
+    cursor only: after a write on a host's connection, a binary COPY of `psycopg.Binary`
+    values (which only the DB-API dumper of the bytea oid takes) still works there."""
+    rows_in = [(citizens, 0, "a1", 0, "move", None, None, None, None, None, 0.5, {"k": 1})]
+    await BulkWriter().write(aconn, "agent_actions", citizens, uuid.uuid4(), rows_in)
+    assert await rows(aconn, "SELECT details FROM agent_actions") == [({"k": 1},)]
+    await aconn.execute("CREATE TABLE public.host_blobs (blob bytea)")
+    try:
+        async with aconn.cursor() as cur:
+            async with cur.copy("COPY public.host_blobs (blob) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["bytea"])
+                await copy.write_row([psycopg.Binary(b"\x00host")])
+        assert await rows(aconn, "SELECT blob FROM public.host_blobs") == [(b"\x00host",)]
+    finally:
+        await aconn.execute("DROP TABLE public.host_blobs")

@@ -562,3 +562,30 @@ async def test_full_workflow_on_the_hosts_pool_leaves_its_tables_alone(
     assert host_rows() == before
     lines = (tmp_path / "out" / "agent_states.csv").read_text().splitlines()
     assert len(lines) == 61 and lines[0].startswith("simulation_id,step,agent_id")
+
+
+def _work_with_failing_clean_up() -> ops.Work:
+    """Work that reads a value, then a best-effort clean-up step that fails on the server."""
+    (row,) = yield ops.Query("SELECT 41 + 1")
+    yield ops.Query("SELECT 1 / 0", best_effort=True)
+    return row[0]
+
+
+def test_a_failed_clean_up_closes_the_hosts_connection_and_names_its_cause(
+    blank_dsn: str,
+) -> None:
+    with psycopg.connect(blank_dsn) as conn:
+        with pytest.raises(sim_schema.ConnectionFailed, match="the work was done") as failed:
+            ops.run_borrowed(conn, _work_with_failing_clean_up(), what="the test")
+        assert isinstance(failed.value.__cause__, psycopg.errors.DivisionByZero)
+        assert conn.closed  # not handed back half-restored
+
+
+async def test_a_failed_clean_up_closes_the_async_connection_and_names_its_cause(
+    blank_dsn: str,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(blank_dsn) as conn:
+        with pytest.raises(sim_schema.ConnectionFailed, match="the work was done") as failed:
+            await ops.run_borrowed_async(conn, _work_with_failing_clean_up(), what="the test")
+        assert isinstance(failed.value.__cause__, psycopg.errors.DivisionByZero)
+        assert conn.closed

@@ -86,6 +86,15 @@ def stored(conn: psycopg.Connection[Any], table: str, simulation_id: str,
     return [dict(zip(columns, r, strict=True)) for r in cur]
 
 
+def _edit(path: Path, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
+    """Change a farm file: each statement, or (statement, parameters), then commit."""
+    db = sqlite3.connect(path)
+    for st in statements:
+        db.execute(*((st,) if isinstance(st, str) else st))
+    db.commit()
+    db.close()
+
+
 def _per_simulation(tmp_path: Path, name: str = "sim_007.db", n: int = 0, **drop: Any) -> tuple[
         Path, FarmData]:  # fmt: skip
     data = FarmData()
@@ -237,10 +246,7 @@ async def test_interrupted_import_resumes(store: Store, conn: psycopg.Connection
 async def test_changed_source_is_refused(store: Store, tmp_path: Path) -> None:
     path, _ = _per_simulation(tmp_path)
     await import_agentfarm(store, [path])
-    db = sqlite3.connect(path)
-    db.execute("UPDATE agent_actions SET reward = 9.5 WHERE action_id = 3")
-    db.commit()
-    db.close()
+    _edit(path, "UPDATE agent_actions SET reward = 9.5 WHERE action_id = 3")
     with pytest.raises(SourceError, match=r"sim_007.db, table agent_actions: imported before"
                        r" with other values: .*reward"):  # fmt: skip
         await import_agentfarm(store, [path])
@@ -268,16 +274,77 @@ async def test_missing_columns_defaulted(store: Store, conn: psycopg.Connection[
 
 async def test_bad_value_names_file_table_row_field(store: Store, tmp_path: Path) -> None:
     path, _ = _per_simulation(tmp_path)
-    db = sqlite3.connect(path)
-    db.execute("UPDATE agent_actions SET state_after_id = 'a-0-1-x' WHERE action_id = 7")
-    db.commit()
-    db.close()
+    _edit(path, "UPDATE agent_actions SET state_after_id = 'a-0-1-x' WHERE action_id = 7")
     with pytest.raises(SourceError) as caught:
         await import_agentfarm(store, [path])
     assert str(caught.value) == (
         f"{path}, table agent_actions, row (step_number=1, agent_id='a-0-1', #2 of its agent at"
         " its step), field 'state_after_id': 'a-0-1-x' is not a state id 'agent_id-step'"
     )
+
+
+@pytest.mark.parametrize(
+    ("details", "reason"),
+    [
+        ('{"why": "a\\u0000b"}', "NUL character (\\u0000) in a JSON string"),
+        ('{"why": "\\ud800"}', "JSON: a lone surrogate ('\\ud800') cannot be stored as UTF-8"),
+    ],
+    ids=["nul-escape", "lone-surrogate-escape"],
+)
+async def test_json_the_server_refuses_names_the_row(
+    store: Store, tmp_path: Path, details: str, reason: str
+) -> None:
+    """SQLite finds these valid JSON; PostgreSQL refuses them: the value rules name them."""
+    path, _ = _per_simulation(tmp_path)
+    _edit(path, ("UPDATE agent_actions SET details = ? WHERE action_id = 7", (details,)))
+    with pytest.raises(SourceError) as caught:
+        await import_agentfarm(store, [path])
+    assert str(caught.value) == (
+        f"{path}, table agent_actions, row (step_number=1, agent_id='a-0-1', #2 of its agent at"
+        f" its step), field 'details': {reason}"
+    )
+
+
+async def test_json_that_is_not_utf8_names_the_row(store: Store, tmp_path: Path) -> None:
+    """Bytes SQLite passes inside a JSON string, which are not UTF-8, refused by the server:
+    the row is found and named."""
+    path, _ = _per_simulation(tmp_path)
+    _edit(
+        path,  # {"w":"a\xffb"}
+        "UPDATE agent_actions SET details = CAST(X'7B2277223A2261FF62227D' AS TEXT)"
+        " WHERE action_id = 7",
+    )
+    with pytest.raises(SourceError) as caught:
+        await import_agentfarm(store, [path])
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path}, table agent_actions, row (step_number=1, agent_id='a-0-1', #2 of its agent at"
+        " its step), field 'details': not UTF-8 text"
+    ), message
+
+
+async def test_state_ids_of_any_form_map_to_steps(
+    store: Store, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """SQLite parses the ids "<own agent>-<step>"; the ids of other agents go through
+    Python in the same column."""
+    path, _ = _per_simulation(tmp_path)
+    _edit(
+        path,
+        "UPDATE agent_actions SET state_before_id = 'other-agent-41' WHERE action_id = 1",
+        "UPDATE agent_actions SET state_after_id = 'x-42' WHERE action_id = 2",
+    )
+    await import_agentfarm(store, [path])
+    got = conn.execute(
+        "SELECT step, agent_id, ordinal, state_before_step, state_after_step FROM agent_actions"
+        " WHERE simulation_id = 'sim_007' AND step = 0 ORDER BY agent_id, ordinal"
+    ).fetchall()
+    assert got == [
+        (0, "a-0-0", 0, 41, 1),
+        (0, "a-0-1", 0, 0, 42),
+        (0, "a-0-1", 1, 0, 1),
+        (0, "a-0-2", 0, 0, 1),
+    ]
 
 
 async def test_unreadable_files(store: Store, tmp_path: Path) -> None:

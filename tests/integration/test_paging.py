@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from seed import EXPERIMENT, insert, make_seed
+from seed import EXPERIMENT, Seed
 
 from sim_schema import queries
 from sim_schema import repositories as repo
@@ -25,8 +25,7 @@ AGENT = "sim_c_a001"
 
 
 @pytest.fixture
-async def seeded(conn: psycopg.Connection[Any], aconn: Conn) -> Conn:
-    insert(conn, make_seed())
+async def seeded(seed: Seed, conn: psycopg.Connection[Any], aconn: Conn) -> Conn:
     # What the seed lacks: several priorities and processed events, interactions, configs.
     conn.execute(
         "UPDATE events SET priority = step % 3 - 1,"

@@ -7,21 +7,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from seed import EXPERIMENT, Seed, insert, make_seed, seed_bulk
+from seed import EXPERIMENT, Seed, seed_bulk
 
 from sim_schema import repositories as repo
+from sim_schema.errors import ConfigurationError, NotFound
 from sim_schema.models import AgentAction, AgentState
 from sim_schema.read import queries as q
-from sim_schema.errors import ConfigurationError, NotFound
 
 SIM = "sim_b"
-
-
-@pytest.fixture
-def seed(conn: psycopg.Connection[Any]) -> Seed:
-    data = make_seed()
-    insert(conn, data)
-    return data
 
 
 def _agent(seed: Seed, sim: str = SIM) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from seed import EXPERIMENT, Seed, insert, make_seed
+from seed import EXPERIMENT, Seed
 
 from sim_schema import catalog
-from sim_schema.read import sqllib
 from sim_schema.errors import ConfigurationError
+from sim_schema.read import sqllib
 
 SIM = "sim_c"
 AGENT = "sim_c_a001"
@@ -309,11 +309,6 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[Seed], Rows]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def seed() -> Seed:
-    return make_seed()
-
-
 def test_every_library_file_has_a_checked_case() -> None:
     assert set(sqllib.load_library()) == set(CASES)
 
@@ -322,7 +317,6 @@ def test_every_library_file_has_a_checked_case() -> None:
 def test_library_query_matches_python(
     name: str, seed: Seed, conn: psycopg.Connection[Any]
 ) -> None:
-    insert(conn, seed)
     params, expected = CASES[name]
     want = expected(seed)
     assert want, f"seed gives {name} nothing to check"

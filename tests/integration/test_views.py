@@ -8,17 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from seed import Seed, insert, make_seed
+from seed import Seed
 
 VIEWS = ("simulation_summary", "population_by_step", "agent_lifespans", "action_statistics",
          "decision_training_rows")
-
-
-@pytest.fixture
-def seed(conn: psycopg.Connection[Any]) -> Seed:
-    data = make_seed()
-    insert(conn, data)
-    return data
 
 
 def test_views_live_in_the_schema_with_comments(conn: psycopg.Connection[Any]) -> None:
