@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -275,28 +276,47 @@ async def _refuse_changed(
             )
 
 
-async def prefetched(items: Iterator[T]) -> AsyncIterator[T]:
-    """`items`, each next one produced in a worker thread while the caller handles the
-    current one (the source is read while the previous batch's COPY streams)."""
-    done = object()
+PREFETCH_DEPTH = 2  # batches read ahead: the reader goes on while a batch commits
 
-    def step() -> Any:
-        return next(items, done)
 
-    pending = asyncio.ensure_future(asyncio.to_thread(step))
+async def prefetched(items: Iterator[T], depth: int = PREFETCH_DEPTH) -> AsyncIterator[T]:
+    """`items`, produced in a worker thread up to `depth` ahead of the caller (the source is
+    read while batches are copied and committed). The thread has finished when this ends,
+    whether the items ran out, the caller stopped, or the source failed (its error is
+    raised here, in order)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+    room = threading.Semaphore(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                room.acquire()
+                if stop.is_set():
+                    return
+                loop.call_soon_threadsafe(ready.put_nowait, (True, item))
+            loop.call_soon_threadsafe(ready.put_nowait, (False, None))
+        except BaseException as exc:  # handed to the caller, raised there
+            loop.call_soon_threadsafe(ready.put_nowait, (False, exc))
+
+    worker = loop.run_in_executor(None, produce)
     try:
         while True:
-            item = await pending
-            if item is done:
+            more, item = await ready.get()
+            if not more:
+                if item is not None:
+                    raise item
                 return
-            pending = asyncio.ensure_future(asyncio.to_thread(step))
+            room.release()
             yield item
     finally:
-        if not pending.done():
-            # the source is not used by two threads, nor closed under one; the caller's
-            # own failure is what is raised
-            with contextlib.suppress(Exception):
-                await pending
+        stop.set()
+        room.release()  # a producer waiting for room wakes up, sees `stop` and ends
+        # the source is not used by two threads, nor closed under one; the caller's own
+        # failure is what is raised
+        with contextlib.suppress(Exception):
+            await worker
 
 
 async def ahead(items: AsyncIterator[T]) -> AsyncIterator[T]:
