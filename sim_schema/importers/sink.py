@@ -23,7 +23,15 @@ import contextlib
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import psycopg
@@ -279,11 +287,23 @@ async def _refuse_changed(
 PREFETCH_DEPTH = 2  # batches read ahead: the reader goes on while a batch commits
 
 
-async def prefetched(items: Iterator[T], depth: int = PREFETCH_DEPTH) -> AsyncIterator[T]:
+@contextlib.asynccontextmanager
+async def prefetched(
+    items: Generator[T, None, None], depth: int = PREFETCH_DEPTH
+) -> AsyncIterator[AsyncIterator[T]]:
     """`items`, produced in a worker thread up to `depth` ahead of the caller (the source is
-    read while batches are copied and committed). The thread has finished when this ends,
-    whether the items ran out, the caller stopped, or the source failed (its error is
-    raised here, in order)."""
+    read while batches are copied and committed). When the block ends, whether the items
+    ran out, the caller failed, or the source did (its error is raised in order), the
+    thread has finished and `items` is closed (its open cursors with it)."""
+    fetched = _prefetched(items, depth)
+    try:
+        yield fetched
+    finally:
+        await fetched.aclose()
+        items.close()
+
+
+async def _prefetched(items: Iterator[T], depth: int) -> AsyncGenerator[T, None]:
     loop = asyncio.get_running_loop()
     ready: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
     room = threading.Semaphore(depth)

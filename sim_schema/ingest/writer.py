@@ -304,9 +304,12 @@ async def _copy(
 ) -> None:
     async with conn.cursor() as cur, cur.copy(target.copy_sql(into)) as copy:
         set_wire_types(cur, copy, target.types)
-        write_row = copy.write_row
+        # rows formatted into the COPY's buffer, which is sent when full: one await a
+        # buffer, not one a row
+        format_row = copy.formatter.write_row
         for r in rows:
-            await write_row(r)
+            if data := format_row(r):
+                await copy.write(data)
 
 
 async def _write_checked(
