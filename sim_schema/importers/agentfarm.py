@@ -26,6 +26,7 @@ defaulted; importing the same files again writes nothing (`sink`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -56,7 +57,7 @@ from .mapping import (
     unless_null,
 )
 from .report import ImportReport, TableReport
-from .sink import DEFAULT_BATCH_SIZE, Sink, prefetched
+from .sink import DEFAULT_BATCH_SIZE, Sink, prefetched, spare_connection
 
 # Our per-step tables, parents first: (farm table, our column -> farm column, the farm's
 # id column that orders rows of one agent and step, the farm columns replaced by our key).
@@ -582,12 +583,15 @@ async def _import_file(
             f"{file.path.name} {name}", total, stream=progress_stream, enabled=progress
         ),
     )
-    async with prefetched(batches) as fetched:
-        async for plan, sim, batch in fetched:
-            if not sink.has_simulation(sim):
-                unlisted = _unlisted(file, sim, experiment_id, sreport)
-                await sink.simulation_counted(unlisted, sreport)
-            await sink.write(plan.report, sim, batch, plan.describe, plan.source_column)
+    try:
+        async with prefetched(batches) as fetched:
+            async for plan, sim, batch in fetched:
+                if not sink.has_simulation(sim):
+                    unlisted = _unlisted(file, sim, experiment_id, sreport)
+                    await sink.simulation_counted(unlisted, sreport)
+                await sink.write(plan.report, sim, batch, plan.describe, plan.source_column)
+    finally:
+        await sink.drain()  # the batches before a failure are committed, as on one connection
 
 
 def _file_batches(
@@ -694,8 +698,9 @@ async def import_agentfarm(
         _distinct_simulations(opened, simulation_id)
         report = ImportReport()
         with collector.paused():
-            async with store.connection() as conn:
-                sink = Sink(conn, report)
+            async with contextlib.AsyncExitStack() as stack:
+                conn = await stack.enter_async_context(store.connection())
+                sink = Sink(conn, report, await spare_connection(store, stack))
                 if experiment_id is not None:
                     await sink.experiment(
                         {

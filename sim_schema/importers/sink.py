@@ -26,44 +26,99 @@ import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
+    Awaitable,
     Callable,
     Generator,
     Iterator,
     Mapping,
     Sequence,
 )
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from ..catalog import Column, spec_of, table
-from ..errors import ReplayConflict, SimSchemaError, SourceError, ValidationError
+from ..errors import ConnectionFailed, ReplayConflict, SimSchemaError, SourceError, ValidationError
 from ..ingest.resume import stored_steps
 from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch, set_wire_types
 from ..pgerrors import translate
 from ..repositories.imported import insert_if_absent
+from ..store import Store
 from ..values import JsonbWire, param, validate_columns
 from .report import ImportReport, TableReport
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 20_000  # rows per COPY transaction
+SPARE_WAIT = 1.0  # seconds an import waits for a second connection, else it writes on one
 
 Conn = psycopg.AsyncConnection[Any]
 
 
-class Sink:
-    """Writes one import's rows into the database of `conn` (an autocommit connection)."""
+async def spare_connection(store: Store, stack: contextlib.AsyncExitStack) -> Conn | None:
+    """A second connection of the store's pool for `Sink`, held until `stack` closes: None
+    if the pool has room for one connection only, or no second one comes in `SPARE_WAIT`
+    seconds (the import then writes on one)."""
+    if store.pool.max_size < 2:
+        return None
+    try:
+        return await stack.enter_async_context(store.connection(timeout=SPARE_WAIT))
+    except ConnectionFailed:
+        return None
 
-    def __init__(self, conn: Conn, report: ImportReport) -> None:
+
+class _Abandoned(Exception):
+    """A batch rolled back because the batch before it failed (that failure is raised)."""
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    task: asyncio.Task[None]
+    conn: Conn
+    table: str
+
+
+class Sink:
+    """Writes one import's rows into the database of `conn` (an autocommit connection).
+
+    With a `spare` connection, plain batches (not replay-checked) are written on the two in
+    turn: while one batch's COPY ends on the server (its backlog loaded, its rollup triggers
+    run) and commits, the next is streamed on the other connection. Each batch ends its
+    COPY only after the one before has committed, so the batches committed are always the
+    first ones, as with one connection, and no two transactions wait on each other's
+    rollup rows. Call `drain` at the end (and before reading what was written).
+    """
+
+    def __init__(self, conn: Conn, report: ImportReport, spare: Conn | None = None) -> None:
         self.conn = conn
+        self.spare = spare
         self.report = report
         self.writer = BulkWriter()
         self._simulations: set[str] = set()
         self._checked: dict[tuple[str, str], bool] = {}  # (simulation, table) -> replay check
+        self._in_flight: list[_InFlight] = []  # oldest first, at most two
+
+    async def drain(self) -> None:
+        """Wait for the batches in flight; the first failure among them is raised (the
+        batches after it were rolled back)."""
+        await self._settle(0)
+
+    async def _settle(self, most: int) -> None:
+        """Wait until at most `most` batches are in flight."""
+        while len(self._in_flight) > most:
+            oldest = self._in_flight.pop(0)
+            try:
+                await oldest.task
+            except BaseException:
+                rest, self._in_flight = self._in_flight, []
+                # the ones after it end rolled back (or failed on their own, later in order)
+                await asyncio.gather(*(f.task for f in rest), return_exceptions=True)
+                raise
 
     async def experiment(self, values: Mapping[str, Any]) -> None:
         """The experiment row, inserted unless its id is stored."""
+        await self.drain()
         if await insert_if_absent(self.conn, "experiments", values):
             self.report.experiments.append(values["experiment_id"])
 
@@ -72,6 +127,7 @@ class Sink:
         simulation_id = values["simulation_id"]
         if simulation_id in self._simulations:
             return
+        await self.drain()
         self._simulations.add(simulation_id)
         self.report.simulations.append(simulation_id)
         if not await insert_if_absent(self.conn, "simulations", values):
@@ -93,6 +149,7 @@ class Sink:
         key = (simulation_id, name)
         found = self._checked.get(key)
         if found is None:
+            await self.drain()
             _, last_steps = await stored_steps(self.conn, simulation_id)
             found = name == "agents" or last_steps.get(name) is not None
             self._checked[key] = found
@@ -110,22 +167,58 @@ class Sink:
 
         A value that cannot be stored, or a row stored before with other values, is a
         `SourceError` naming the source table, the row (`describe`) and the source column.
+        With a spare connection the batch may still be in flight when this returns: its
+        error is raised by a later call, or by `drain`.
         """
         check = await self._replay_checked(simulation_id, report.table)
-        before = self.writer.rows_skipped
+        batch = (report, simulation_id, rows, describe, source_column)
+        if self.spare is None or check or report.table == "agents":
+            await self.drain()
+            await self._write(self.conn, *batch, check=check)
+            return
+        if self._in_flight and self._in_flight[-1].table != report.table:
+            await self.drain()  # a table's rows may name agents of the batch before
+        await self._settle(1)
+        previous = self._in_flight[-1] if self._in_flight else None
+        conn = self.spare if previous is not None and previous.conn is self.conn else self.conn
+
+        async def after_previous() -> None:
+            if previous is not None:
+                try:
+                    await previous.task
+                except BaseException:
+                    raise _Abandoned from None
+
+        task = asyncio.create_task(self._write(conn, *batch, check=False, before=after_previous))
+        self._in_flight.append(_InFlight(task, conn, report.table))
+
+    async def _write(
+        self,
+        conn: Conn,
+        report: TableReport,
+        simulation_id: str,
+        rows: Sequence[Sequence[Any]],
+        describe: Callable[[Sequence[Any]], str],
+        source_column: Callable[[str], str],
+        *,
+        check: bool,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        before_skipped = self.writer.rows_skipped  # no other batch in flight when checked
         with self._located(report, rows, describe, source_column):
             try:
                 await self.writer.write_many(
-                    self.conn,
+                    conn,
                     report.table,
                     simulation_id,
                     [CopyBatch(uuid.uuid4(), rows)],
                     check_stored=check,
                     ledger=False,  # a re-run recognises the rows by content: it leaves no trace
+                    before_end=before,
                 )
             except psycopg.DataError as exc:
                 raise _refused_payload(report.table, rows) or translate(exc) or exc from None
-        skipped = self.writer.rows_skipped - before
+        skipped = self.writer.rows_skipped - before_skipped if check else 0
         report.rows_written += len(rows) - skipped
         report.rows_already_stored += skipped
 
@@ -147,6 +240,7 @@ class Sink:
         (`SourceError` naming its key and column), identical ones count as already stored.
         Errors name the source table, row and column like `write`.
         """
+        await self.drain()
         with self._located(report, rows, describe, source_column):
             ready = validate_columns(report.table, columns, simulation_id, rows)
             try:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -171,6 +171,7 @@ class BulkWriter:
         check_stored: bool = False,
         stored_through: int | None = None,
         ledger: bool = True,
+        before_end: Callable[[], Awaitable[None]] | None = None,
     ) -> list[bool]:
         """Several batches of one table in one transaction (one COPY, one commit).
 
@@ -183,9 +184,14 @@ class BulkWriter:
         batches (`simulations.stored_through_step`, never lowered). `ledger=False`: the
         batches are not recorded in the ingest ledger, for a writer that recognises rows
         written before by their content instead (an importer: `check_stored` on a re-run),
-        so that writing them again leaves no trace.
+        so that writing them again leaves no trace. `before_end`: awaited once the rows
+        are streamed, before the COPY ends (its triggers run) and commits; an error it
+        raises rolls the transaction back (a caller writing batches on two connections in
+        turn makes each end after the one before has committed). Not with `check_stored`.
         """
         spec = spec_of(table)
+        if before_end is not None and (check_stored or table == "agents"):
+            raise SimSchemaError("before_end is for batches written without check_stored")
         if len({b.batch_id for b in batches}) != len(batches):
             raise SimSchemaError("two batches of one write_many call share a batch_id")
         target = _target(table)
@@ -225,7 +231,7 @@ class BulkWriter:
                 if check_stored or table == "agents":
                     skipped, learnt = await _write_checked(conn, target, rows)
                 else:
-                    await _copy(conn, target, target.table, rows)
+                    await _copy(conn, target, target.table, rows, before_end)
             if stored_through is not None:
                 await record_watermark(conn, simulation_id, stored_through)
         if learnt:  # committed: the keys are real now
@@ -300,7 +306,11 @@ def set_wire_types(
 
 
 async def _copy(
-    conn: psycopg.AsyncConnection[Any], target: _Target, into: str, rows: Iterable[Row]
+    conn: psycopg.AsyncConnection[Any],
+    target: _Target,
+    into: str,
+    rows: Iterable[Row],
+    before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     async with conn.cursor() as cur, cur.copy(target.copy_sql(into)) as copy:
         set_wire_types(cur, copy, target.types)
@@ -310,6 +320,8 @@ async def _copy(
         for r in rows:
             if data := format_row(r):
                 await copy.write(data)
+        if before_end is not None:
+            await before_end()
 
 
 async def _write_checked(

@@ -23,6 +23,7 @@ from sim_schema import SimSchemaError, Store
 from sim_schema.cli import EXIT_ERROR, EXIT_OK, main
 from sim_schema.errors import SourceError
 from sim_schema.importers.agentfarm import import_agentfarm
+from sim_schema.ingest.writer import BulkWriter
 
 RENAMED = {"step_number": "step", "current_health": "health", "birth_time": "birth_step",
            "death_time": "death_step"}  # fmt: skip
@@ -384,3 +385,92 @@ def test_cli(dsn: str, conn: psycopg.Connection[Any], tmp_path: Path,
     junk.write_text("no")
     assert main(["--dsn", dsn, "import", "agentfarm", str(junk)]) == EXIT_ERROR
     assert "junk.db: cannot be read as a SQLite database" in capsys.readouterr().err
+
+
+class _Flights:
+    """Which connections the writer's transactions ran on, and how many at once (a spy on
+    `BulkWriter.write_many`; the writes themselves are real)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.connections: set[int] = set()
+        self.tables: list[str] = []  # the table of each transaction, in order
+        self.now = self.most = 0
+        real = BulkWriter.write_many
+
+        async def write_many(writer: BulkWriter, conn: Any, *args: Any, **kw: Any) -> Any:
+            self.connections.add(id(conn))
+            self.tables.append(args[0])
+            self.now += 1
+            self.most = max(self.most, self.now)
+            try:
+                return await real(writer, conn, *args, **kw)
+            finally:
+                self.now -= 1
+
+        monkeypatch.setattr(BulkWriter, "write_many", write_many)
+
+
+def _long_file(tmp_path: Path) -> tuple[Path, FarmData]:
+    """A per-simulation file of 12 steps: 36 states, 48 actions (agent 1 acts twice a
+    step), so that batches of 4 split steps and share rollup rows."""
+    data = FarmData()
+    simulation_rows(data, None, 0, steps=12, farm_sim_id=1)
+    return write_file(tmp_path / "sim_long.db", data, per_experiment=False), data
+
+
+def _rollups(conn: psycopg.Connection[Any]) -> dict[str, list[Any]]:
+    return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall()
+            for t in ("population_rollup", "action_rollup")}  # fmt: skip
+
+
+async def test_batches_on_two_connections_in_turn(
+    store: Store, conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of a table go on two connections, one streamed while the one before ends
+    and commits; every value and the rollups come out as on one connection."""
+    path, data = _long_file(tmp_path)
+    flights = _Flights(monkeypatch)
+    report = await import_agentfarm(store, [path], batch_size=4)
+    assert len(flights.connections) == 2 and flights.most == 2
+    for table in ("agent_states", "agent_actions"):
+        want = expected(data, table, "sim_long")
+        got = stored(conn, table, "sim_long", list(want[0]))
+        assert got == want, table
+        assert report.tables[table].rows_written == len(want)
+    rollups = _rollups(conn)  # kept by the triggers of transactions that overlapped
+    conn.execute("SELECT rebuild_rollups('sim_long')")
+    assert _rollups(conn) == rollups and rollups["action_rollup"]
+
+
+async def test_a_batch_refused_at_its_end_rolls_back_the_one_in_flight(
+    store: Store, conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses a batch when its COPY ends, while the next batch is streamed on
+    the other connection: that one is rolled back too, the batches before stay, and the
+    import run again writes the rest."""
+    path, data = _long_file(tmp_path)
+    first_of_step_5 = 5 * 4 + 1  # action ids in step order, 4 a step: batch 6 of 12
+    _edit(
+        path,  # {"w":"a\xffb"}: not UTF-8, refused by the server only
+        ("UPDATE agent_actions SET details = CAST(X'7B2277223A2261FF62227D' AS TEXT)"
+         " WHERE action_id = ?", (first_of_step_5,)),
+    )  # fmt: skip
+    flights = _Flights(monkeypatch)
+    with pytest.raises(SourceError, match=r"step_number=5, agent_id='a-0-0'.*not UTF-8"):
+        await import_agentfarm(store, [path], batch_size=4)
+    assert flights.tables.count("agent_actions") == 7  # the 7th started before the 6th ended
+    ids = conn.execute(
+        "SELECT step, agent_id, ordinal FROM agent_actions WHERE simulation_id = 'sim_long'"
+        " ORDER BY 1, 2, 3"
+    ).fetchall()
+    want = [(r["step"], r["agent_id"], r["ordinal"]) for r in expected(data, "agent_actions",
+                                                                       "sim_long")]  # fmt: skip
+    assert ids == want[:20]  # batches 1-5; 6 refused, 7 (in flight) rolled back
+    _edit(path, ("UPDATE agent_actions SET details = NULL WHERE action_id = ?",
+                 (first_of_step_5,)))  # fmt: skip
+    again = await import_agentfarm(store, [path], batch_size=4)
+    actions = again.tables["agent_actions"]
+    assert (actions.rows_already_stored, actions.rows_written) == (20, 28)
+    rollups = _rollups(conn)
+    conn.execute("SELECT rebuild_rollups('sim_long')")
+    assert _rollups(conn) == rollups
