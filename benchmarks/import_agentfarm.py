@@ -90,10 +90,12 @@ def checkpoint(c: psycopg.Connection[Any]) -> None:
         pass
 
 
-def dump_stored(c: psycopg.Connection[Any], work: Path) -> tuple[list[tuple[str, Path]], int]:
-    """The stored agent states and actions, each table in a binary COPY file; the rows."""
+def dump_stored(c: psycopg.Connection[Any], work: Path, tables: tuple[str, ...] = CEILING_TABLES
+                ) -> tuple[list[tuple[str, Path]], int]:  # fmt: skip
+    """The stored rows of `tables` (parents first), each table in a binary COPY file; the
+    rows."""
     dumps = []
-    for name in CEILING_TABLES:
+    for name in tables:
         dump = work / f"{name}.bin"
         with dump.open("wb") as f, c.cursor().copy(
             sql.SQL("COPY {} TO STDOUT (FORMAT BINARY)").format(sql.Identifier(name))
@@ -104,7 +106,7 @@ def dump_stored(c: psycopg.Connection[Any], work: Path) -> tuple[list[tuple[str,
         dumps.append((name, dump))
     rows = sum(
         c.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(n))).fetchone()[0]
-        for n in CEILING_TABLES
+        for n in tables
     )
     c.commit()
     return dumps, rows
@@ -116,7 +118,7 @@ def load_rate(c: psycopg.Connection[Any], dumps: list[tuple[str, Path]], rows: i
     rolled back after: the state the import started from, triggers and indexes included),
     and how the files were fed (the server reads them, or, if it cannot, they are streamed)."""
     emptied = sql.SQL("TRUNCATE {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, (*CEILING_TABLES, *ROLLUPS)))
+        sql.SQL(", ").join(map(sql.Identifier, (*(name for name, _ in dumps), *ROLLUPS)))
     )
     checkpoint(c)
     with c.transaction(force_rollback=True):

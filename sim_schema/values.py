@@ -209,7 +209,7 @@ def _encode_json(table: str, col: Column, values: Sequence[Any]) -> list[bytes |
         if _NONE in types and not col.nullable:
             raise ValidationError(table, values.index(None), col.name, "NULL in a NOT NULL column")
         return list(values)
-    if _NONE not in types:
+    if _NONE not in types and JsonbWire not in types:
         try:
             texts = _dumps_all(values)
             if not any(map(contains, texts, repeat("\\u0000"))):
@@ -223,6 +223,9 @@ def _encode_json(table: str, col: Column, values: Sequence[Any]) -> list[bytes |
             if not col.nullable:
                 raise ValidationError(table, i, col.name, "NULL in a NOT NULL column")
             append(None)
+            continue
+        if type(v) is JsonbWire:  # among values to encode (a source's default for NULL)
+            append(v)
             continue
         try:
             text = _dumps(v)

@@ -57,11 +57,12 @@ from .mapping import (
     defaulting,
     fixed_rows,
     json_or_text,
+    server_json,
     status,
     unless_null,
 )
 from .report import ImportReport, TableReport
-from .sink import DEFAULT_BATCH_SIZE, Sink, ahead
+from .sink import DEFAULT_BATCH_SIZE, Sink, ahead, opened_sink
 
 _NS = "onesim"  # the key of OneSim's own columns in metadata
 
@@ -222,7 +223,7 @@ def _expression(
     if kind == "bool" and given == "boolean":
         return ident, None
     if kind == "jsonb" and given in ("json", "jsonb"):
-        return ident, None
+        return sql.SQL("{}::text").format(ident), server_json
     if kind == "jsonb" and given in _TEXT:
         return ident, json_or_text(counter(report, f"{col.name}: not JSON text, kept as a string"))
     if kind == "uuid" and given == "uuid":
@@ -520,8 +521,7 @@ async def import_onesim(
         source = _Source(src, label, source_schema)
         await source.read_catalog()
         with collector.paused():
-            async with store.connection() as conn:
-                sink = Sink(conn, report)
+            async with opened_sink(store, report) as sink:
                 if experiment_id is not None:
                     await sink.experiment(
                         {"experiment_id": experiment_id, "name": experiment_id,

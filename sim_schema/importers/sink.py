@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from ..catalog import Column, spec_of, table
+from ..catalog import SPECS, Column, spec_of, table
 from ..errors import ConnectionFailed, ReplayConflict, SimSchemaError, SourceError, ValidationError
 from ..ingest.resume import stored_steps
 from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch, set_wire_types
@@ -56,16 +56,23 @@ SPARE_WAIT = 1.0  # seconds an import waits for a second connection, else it wri
 Conn = psycopg.AsyncConnection[Any]
 
 
-async def spare_connection(store: Store, stack: contextlib.AsyncExitStack) -> Conn | None:
-    """A second connection of the store's pool for `Sink`, held until `stack` closes: None
-    if the pool has room for one connection only, or no second one comes in `SPARE_WAIT`
-    seconds (the import then writes on one)."""
-    if store.pool.max_size < 2:
-        return None
-    try:
-        return await stack.enter_async_context(store.connection(timeout=SPARE_WAIT))
-    except ConnectionFailed:
-        return None
+@contextlib.asynccontextmanager
+async def opened_sink(store: Store, report: ImportReport) -> AsyncIterator[Sink]:
+    """A `Sink` on a connection of the store's pool, with a spare one if the pool has room
+    for a second within `SPARE_WAIT` seconds (else it writes on one). When the block ends,
+    however it ends, the batches in flight have ended (committed, or rolled back after a
+    failure before them, which is raised)."""
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(store.connection())
+        spare = None
+        if store.pool.max_size >= 2:
+            with contextlib.suppress(ConnectionFailed):
+                spare = await stack.enter_async_context(store.connection(timeout=SPARE_WAIT))
+        sink = Sink(conn, report, spare)
+        try:
+            yield sink
+        finally:
+            await sink.drain()
 
 
 class _Abandoned(Exception):
@@ -87,7 +94,7 @@ class Sink:
     run) and commits, the next is streamed on the other connection. Each batch ends its
     COPY only after the one before has committed, so the batches committed are always the
     first ones, as with one connection, and no two transactions wait on each other's
-    rollup rows. Call `drain` at the end (and before reading what was written).
+    rollup rows. `drain` waits for them (`opened_sink` does at its end).
     """
 
     def __init__(self, conn: Conn, report: ImportReport, spare: Conn | None = None) -> None:
@@ -238,15 +245,31 @@ class Sink:
         table, inserted from there unless their key is stored. When some keys were stored
         already, the stored rows are compared with the batch: a different one is refused
         (`SourceError` naming its key and column), identical ones count as already stored.
-        Errors name the source table, row and column like `write`.
+        If the simulation held no row of the table (one with steps) when the import came to
+        it, the rows are copied into the table itself (as `write` does). Errors name the
+        source table, row and column like `write`.
         """
         await self.drain()
+        # a simulation with no row of the table yet (one with steps): a plain COPY into it
+        fresh = report.table in SPECS and not await self._replay_checked(
+            simulation_id, report.table
+        )
         with self._located(report, rows, describe, source_column):
             ready = validate_columns(report.table, columns, simulation_id, rows)
             try:
-                inserted = await _stage_and_insert(self.conn, report.table, columns, ready)
+                if fresh:
+                    async with self.conn.transaction(), self.conn.cursor() as cur:
+                        await _copy_rows(cur, sql.Identifier(report.table), columns, ready)
+                    inserted = len(ready)
+                else:
+                    inserted = await _stage_and_insert(self.conn, report.table, columns, ready)
             except psycopg.Error as exc:
-                error = translate(exc)
+                refused = (
+                    _refused_payload(report.table, rows, columns)
+                    if isinstance(exc, psycopg.DataError)
+                    else None
+                )
+                error = refused or translate(exc)
                 if error is None:
                     raise
                 raise error from None
@@ -282,16 +305,19 @@ class Sink:
             raise SourceError(source, str(exc), table=report.source) from None
 
 
-def _refused_payload(table_name: str, rows: Sequence[Sequence[Any]]) -> ValidationError | None:
+def _refused_payload(
+    table_name: str, rows: Sequence[Sequence[Any]], columns: Sequence[Column] | None = None
+) -> ValidationError | None:
     """Which JSON payload encoded by the source (`JsonbWire`) the server refused, and why:
-    the first that is not UTF-8, not JSON, or breaks a value rule."""
-    spec = spec_of(table_name)
+    the first that is not UTF-8, not JSON, or breaks a value rule. `columns`: those the
+    rows hold (default: the table spec's)."""
+    held = spec_of(table_name).columns if columns is None else columns
+    json_at = [(p, c.name) for p, c in enumerate(held) if c.kind == "jsonb"]
     for i, row in enumerate(rows):
-        for p in spec.json_positions:
+        for p, name in json_at:
             payload = row[p]
             if type(payload) is not JsonbWire:
                 continue
-            name = spec.names[p]
             try:
                 param(table_name, name, json.loads(payload[1:].decode()))
             except UnicodeDecodeError as exc:
@@ -322,12 +348,7 @@ async def _stage_and_insert(
             ).format(_STAGE, cols, target)
         )
         async with conn.cursor() as cur:
-            async with cur.copy(
-                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_STAGE, cols)
-            ) as copy:
-                set_wire_types(cur, copy, [WIRE_TYPE[c.kind] for c in columns])
-                for r in rows:
-                    await copy.write_row(r)
+            await _copy_rows(cur, _STAGE, columns, rows)
             await cur.execute(
                 sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
                     target, cols, cols, _STAGE, sql.SQL(", ").join(map(sql.Identifier, key))
@@ -337,6 +358,22 @@ async def _stage_and_insert(
             if inserted < len(rows):
                 await _refuse_changed(cur, table_name, names, key)
     return inserted
+
+
+async def _copy_rows(
+    cur: psycopg.AsyncCursor[Any],
+    target: sql.Identifier,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Validated rows of `columns` into `target` by binary COPY."""
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    async with cur.copy(
+        sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, cols)
+    ) as copy:
+        set_wire_types(cur, copy, [WIRE_TYPE[c.kind] for c in columns])
+        for r in rows:
+            await copy.write_row(r)
 
 
 async def _refuse_changed(

@@ -276,6 +276,33 @@ async def test_errors_name_the_place(store: Store, server_dsn: str) -> None:
     assert "s3cr3t-pw" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("table", "where", "column", "row"),
+    [("agent_states", "agent_id = 'skipper-0-1' AND step = 1", "profile",
+      f"(trail_id='{TRAIL_0}', step=1, agent_id='skipper-0-1')"),  # the bulk writer's COPY
+     ("events", "event_type = 'trade' AND step = 2", "payload",
+      f"(trail_id='{TRAIL_0}', step=2, event_id='00000000-0000-0000-0000-000000000202')")],
+)  # fmt: skip
+async def test_json_the_target_refuses_names_the_row(
+    store: Store, conn: psycopg.Connection[Any], server_dsn: str,
+    table: str, where: str, column: str, row: str,
+) -> None:  # fmt: skip
+    """A `json` column (not jsonb) may hold a NUL escape, which jsonb refuses: the JSON text
+    is handed on as it is, the server refuses it, and the row and column are named."""
+    with onesim_database(server_dsn) as dsn:
+        write(dsn, sample(trails=1))
+        with psycopg.connect(dsn, autocommit=True) as src:
+            src.execute(f"ALTER TABLE {table} ALTER {column} TYPE json")
+            src.execute(f"UPDATE {table} SET {column} = %s WHERE {where}",
+                        ('{"mood": "a\\u0000b"}',))  # fmt: skip
+        with pytest.raises(SourceError) as caught:
+            await import_onesim(store, dsn, batch_size=4)
+    assert str(caught.value).endswith(
+        f", table {table}, row {row}, field '{column}': NUL character (\\u0000) in a JSON"
+        " string"
+    ), str(caught.value)
+
+
 def test_cli(dsn: str, conn: psycopg.Connection[Any], source: tuple[str, OneSimData],
              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     onesim, _ = source

@@ -16,7 +16,7 @@ from sim_schema.catalog import SPECS, Column
 from sim_schema.errors import ConfigurationError, ValidationError
 from sim_schema.names import validate_schema_name
 from sim_schema.settings import Settings
-from sim_schema.values import _check_column, _plainly_valid, validate
+from sim_schema.values import JsonbWire, _check_column, _encode_json, _plainly_valid, validate
 
 ANY_VALUE = st.one_of(
     st.none(),
@@ -117,3 +117,13 @@ def test_system_schemas_are_refused(schema: str, capsys: pytest.CaptureFixture[s
 def test_schema_names_that_need_quoting_are_refused(schema: str) -> None:
     with pytest.raises(ConfigurationError, match="invalid schema name"):
         validate_schema_name(schema)
+
+
+def test_payloads_and_values_to_encode_mix_in_one_column() -> None:
+    """A source's payloads (`JsonbWire`, passed as encoded) next to values the rules encode
+    (a default put in for a NULL), and a bad value among them still named by row."""
+    col = SPECS["agents"].columns[SPECS["agents"].position("profile")]
+    payload = JsonbWire(b'\x01{"age": 30}')
+    assert _encode_json("agents", col, [payload, {}, payload]) == [payload, b"\x01{}", payload]
+    with pytest.raises(ValidationError, match="row 1 field 'profile': not storable as JSON"):
+        _encode_json("agents", col, [payload, {"x": float("nan")}])
