@@ -39,7 +39,6 @@ from ..catalog import SPECS, Column
 from ..errors import ConfigurationError, SimSchemaError, SourceError, ValidationError
 from ..models import ExperimentStatus, SimulationStatus
 from ..progress import Progress
-from ..repositories.imported import insert_many_if_absent
 from ..store import Store
 from ..values import JsonbWire, param
 from . import collector
@@ -163,6 +162,13 @@ class _File:
     def rows(self, query: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self.db.execute(query, params)
+        except sqlite3.Error as exc:
+            raise SourceError(self.label, f"cannot be read: {exc}") from None
+
+    def scalar(self, query: str) -> Any:
+        """The one value of a one-row query."""
+        try:
+            return self.db.execute(query).fetchone()[0]
         except sqlite3.Error as exc:
             raise SourceError(self.label, f"cannot be read: {exc}") from None
 
@@ -382,7 +388,7 @@ def _plan(file: _File, name: str, simulation_id: str | None, report: ImportRepor
 def _repeats(file: _File, name: str, partition: str) -> bool:
     """Whether some agent has more than one row of the table at one step."""
     query = f"SELECT EXISTS (SELECT 1 FROM {_quote(name)} GROUP BY {partition} HAVING count(*) > 1)"
-    return bool(file.rows(query).fetchone()[0])
+    return bool(file.scalar(query))
 
 
 def _missing(report: TableReport, col: Column) -> Fix:
@@ -533,7 +539,7 @@ async def _import_file(
     progress_stream: TextIO | None,
     progress: bool | None,
 ) -> None:
-    report.sources.append(file.label)
+    sink.begin_source(file.label)
     if experiment_id is None:
         ereport = report.table("experiments", "experiments")
         for row in file.records("experiments"):
@@ -604,7 +610,7 @@ def _file_batches(
         if name not in file.columns:
             continue
         plan = _plan(file, name, simulation_id, report)
-        total = file.rows(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
+        total = file.scalar(f"SELECT count(*) FROM {_quote(name)}")
         with bar(name, total) as progress:
             for sim, batch in _chunks(file, plan, batch_size, progress):
                 yield plan, sim, batch
@@ -653,8 +659,8 @@ async def _configs(
             await sink.simulation_counted(_unlisted(file, sim, experiment_id, sreport), sreport)
         out.append((sim, row["config_id"], config))
     creport.rows_read += len(out)
-    written = await insert_many_if_absent(
-        sink.conn, "simulation_config", ("simulation_id", "config_id", "config"), out
+    written = await sink.insert_many(
+        "simulation_config", ("simulation_id", "config_id", "config"), out
     )
     creport.rows_written += written
     creport.rows_already_stored += len(out) - written

@@ -2,9 +2,10 @@
 go through the bulk writer (binary COPY, one transaction per batch, values checked while
 the COPY streams), and the simulation and experiment rows through `insert_if_absent`.
 Tables the bulk writer does not write (environment states, events with their processing
-results, agent decisions) take a staged COPY (`copy_plain`): the batch is checked by the
-same value rules, copied into a temporary table and inserted from there unless its key is
-stored, in one transaction.
+results, agent decisions) take `copy_plain`: the batch is checked by the same value rules
+and, in one transaction, copied into the table itself if the simulation held none of its
+rows (a table with steps), else into a temporary table and inserted from there unless its
+key is stored.
 
 Importing again changes nothing (the importers' batches are not recorded in the ingest
 ledger), and an interrupted import resumes: before the first
@@ -13,7 +14,8 @@ table already (`ingest.resume.stored_steps`). If it does, its batches are writte
 the writer's replay check (`check_stored=True`): rows stored identically are skipped,
 only the missing ones are copied, and a row stored with other values is refused naming
 its key and column. If it does not, the batches are plain COPYs, at the writer's full
-speed. Agents are always checked by the writer.
+speed. Agents are always checked by the writer. Plain COPY batches go on two connections
+in turn when the importer has a spare one (`Sink`, `opened_sink`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ..errors import ConnectionFailed, ReplayConflict, SimSchemaError, SourceErr
 from ..ingest.resume import stored_steps
 from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch, set_wire_types
 from ..pgerrors import translate
-from ..repositories.imported import insert_if_absent
+from ..repositories.imported import insert_if_absent, insert_many_if_absent
 from ..store import Store
 from ..values import JsonbWire, param, validate_columns
 from .report import ImportReport, TableReport
@@ -71,8 +73,14 @@ async def opened_sink(store: Store, report: ImportReport) -> AsyncIterator[Sink]
         sink = Sink(conn, report, spare)
         try:
             yield sink
-        finally:
-            await sink.drain()
+        except Exception:
+            await sink.drain()  # a failure of a batch in flight came first: it is raised
+            raise
+        except BaseException:  # cancelled: the batches in flight end, the cancellation stays
+            with contextlib.suppress(Exception):
+                await sink.drain()
+            raise
+        await sink.drain()
 
 
 class _Abandoned(Exception):
@@ -129,6 +137,21 @@ class Sink:
         if await insert_if_absent(self.conn, "experiments", values):
             self.report.experiments.append(values["experiment_id"])
 
+    def begin_source(self, label: str) -> None:
+        """The next source (a file) begins: its simulations may hold rows written from the
+        source before (the same simulation in two files), so each table is checked again
+        before its first batch."""
+        self.report.sources.append(label)
+        self._checked.clear()
+
+    async def insert_many(
+        self, table_name: str, names: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> int:
+        """Rows of `names` inserted unless their key is stored (`insert_many_if_absent`);
+        the number inserted."""
+        await self.drain()
+        return await insert_many_if_absent(self.conn, table_name, names, rows)
+
     async def simulation(self, values: Mapping[str, Any]) -> None:
         """The simulation row, inserted unless its id is stored (once per import)."""
         simulation_id = values["simulation_id"]
@@ -178,7 +201,9 @@ class Sink:
         error is raised by a later call, or by `drain`.
         """
         check = await self._replay_checked(simulation_id, report.table)
-        batch = (report, simulation_id, rows, describe, source_column)
+        # the source named in errors: the current one now (the task may run after the next
+        # source is started)
+        batch = (self.report.sources[-1], report, simulation_id, rows, describe, source_column)
         if self.spare is None or check or report.table == "agents":
             await self.drain()
             await self._write(self.conn, *batch, check=check)
@@ -202,6 +227,7 @@ class Sink:
     async def _write(
         self,
         conn: Conn,
+        source: str,
         report: TableReport,
         simulation_id: str,
         rows: Sequence[Sequence[Any]],
@@ -212,7 +238,7 @@ class Sink:
         before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         before_skipped = self.writer.rows_skipped  # no other batch in flight when checked
-        with self._located(report, rows, describe, source_column):
+        with self._located(source, report, rows, describe, source_column):
             try:
                 await self.writer.write_many(
                     conn,
@@ -254,7 +280,7 @@ class Sink:
         fresh = report.table in SPECS and not await self._replay_checked(
             simulation_id, report.table
         )
-        with self._located(report, rows, describe, source_column):
+        with self._located(self.report.sources[-1], report, rows, describe, source_column):
             ready = validate_columns(report.table, columns, simulation_id, rows)
             try:
                 if fresh:
@@ -279,6 +305,7 @@ class Sink:
     @contextlib.contextmanager
     def _located(
         self,
+        source: str,
         report: TableReport,
         rows: Sequence[Sequence[Any]],
         describe: Callable[[Sequence[Any]], str],
@@ -286,7 +313,6 @@ class Sink:
     ) -> Iterator[None]:
         """The errors of writing a batch as `SourceError`s naming the source's table, row
         and column."""
-        source = self.report.sources[-1]
         try:
             yield
         except ValidationError as exc:
@@ -431,7 +457,10 @@ async def prefetched(
         yield fetched
     finally:
         await fetched.aclose()
-        items.close()
+        # ValueError: a second cancellation left the thread inside `items`; it stops at its
+        # next item and the generator is freed then
+        with contextlib.suppress(ValueError):
+            items.close()
 
 
 async def _prefetched(items: Iterator[T], depth: int) -> AsyncGenerator[T, None]:

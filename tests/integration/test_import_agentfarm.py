@@ -474,3 +474,40 @@ async def test_a_batch_refused_at_its_end_rolls_back_the_one_in_flight(
     rollups = _rollups(conn)
     conn.execute("SELECT rebuild_rollups('sim_long')")
     assert _rollups(conn) == rollups
+
+
+async def test_a_failure_in_a_files_last_batch_names_that_file(
+    store: Store, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The last batch of one file may still be in flight when the next file starts: its
+    error names its own file, and the next file's rows are not written."""
+    first, _ = _per_simulation(tmp_path, "sim_a.db")
+    second, _ = _per_simulation(tmp_path, "sim_b.db", n=1)
+    _edit(first, "UPDATE health_incidents SET details = CAST(X'7B2277223A2261FF62227D' AS TEXT)"
+                 " WHERE incident_id = (SELECT max(incident_id) FROM health_incidents)")  # fmt: skip
+    with pytest.raises(SourceError) as caught:
+        await import_agentfarm(store, [first, second], batch_size=2)
+    assert str(caught.value).startswith(f"{first}, table health_incidents, row (step_number=3,")
+    assert conn.execute("SELECT count(*) FROM agent_states WHERE simulation_id = 'sim_b'"
+                        ).fetchone() == (0,)  # fmt: skip
+
+
+async def test_files_of_the_same_simulations_share_one_sink(
+    store: Store, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Two copies of an experiment file into one experiment: the second file's
+    simulations are known already, its config rows are written while the first file's
+    last batch may be in flight (on its own connection's turn), and all of it is found
+    stored."""
+    path, data = _experiment_file(tmp_path)
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())
+    report = await import_agentfarm(store, [path, copy], experiment_id="E", batch_size=3)
+    for table in ("agent_states", "agent_actions", "health_incidents"):
+        t = report.tables[table]
+        assert t.rows_written == t.rows_already_stored == t.rows_read // 2 > 0, table
+        for sim in ("sim_0", "sim_1"):
+            want = expected(data, table, sim)
+            assert stored(conn, table, sim, list(want[0])) == want, (table, sim)
+    configs = report.tables["simulation_config"]
+    assert configs.rows_written == configs.rows_already_stored == 2
