@@ -79,8 +79,8 @@ def _payload(text: Any) -> Any:
 
 
 # JSON text a server wrote (a json or jsonb column read as text) as jsonb's wire payload,
-# which the value rules pass as encoded: no json.loads then json.dumps in Python (3 jsonb
-# columns a row cost 20 us of client CPU a OneSim agent state).
+# which the value rules pass as encoded: no json.loads then json.dumps in Python (OneSim
+# agent states, three jsonb columns: 19.8 us of client CPU a row parsed, 6.2 us not).
 server_json = Fix(_payload, lambda values: list(map(_payload, values)))
 
 
