@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -160,49 +161,45 @@ def empty_schema(c: psycopg.Connection[Any]) -> None:
     c.commit()
 
 
-async def timed_import(dsn: str, path: Path) -> tuple[float, Any]:
+Importer = Callable[[Store], Awaitable[Any]]
+
+
+def timed_import(dsn: str, importer: Importer) -> tuple[float, Any]:
+    """The seconds of one import into `dsn` (after a CHECKPOINT), and its report."""
     with psycopg.connect(dsn) as c:
         checkpoint(c)
-    async with Store(Settings(dsn=dsn, schema_name=SCHEMA)) as store:
-        t0 = time.perf_counter()
-        report = await import_agentfarm(store, [path], progress=False)
-        return time.perf_counter() - t0, report
+
+    async def run() -> tuple[float, Any]:
+        async with Store(Settings(dsn=dsn, schema_name=SCHEMA)) as store:
+            t0 = time.perf_counter()
+            report = await importer(store)
+            return time.perf_counter() - t0, report
+
+    return asyncio.run(run())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", help="maintenance DSN (default: a throwaway embedded server)")
-    parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sim_bench_farm_"))
-    work.chmod(0o755)
-    path = work / "farm_sim.db"
-    rows = make_file(path, args.agents, args.steps)
+def side_by_side(c: psycopg.Connection[Any], dsn: str, importer: Importer, rows: int,
+                 rounds: int, work: Path, tables: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """`rounds` rounds, each an import of `rows` rows into the emptied schema, then the
+    ceiling of `tables` (this round's stored rows); then the import once more. The figures,
+    printed as they come."""
     imports: list[float] = []
     ceilings: list[float] = []
-    with (
-        server(args.dsn) as maintenance,
-        fresh_database(maintenance, "sim_bench_import") as dsn,
-        psycopg.connect(dsn, options=f"-c search_path={SCHEMA}") as c,
-    ):
-        for n in range(args.rounds):
-            if n:
-                empty_schema(c)
-            seconds, report = await_import(dsn, path)
-            imports.append(rows / seconds)
-            dumps, loaded = dump_stored(c, work)  # this round's keys
-            rate, mode = load_rate(c, dumps, loaded)
-            ceilings.append(rate)
-            print(f"round {n + 1}: import {seconds:6.2f} s {imports[-1]:>10,.0f} rows/s,"
-                  f" ceiling {rate:>10,.0f} rows/s, ratio {imports[-1] / rate:.2f}")
-        again, second = await_import(dsn, path)
+    for n in range(rounds):
+        if n:
+            empty_schema(c)
+        seconds, report = timed_import(dsn, importer)
+        imports.append(rows / seconds)
+        dumps, loaded = dump_stored(c, work, tables)  # this round's keys
+        rate, mode = load_rate(c, dumps, loaded)
+        ceilings.append(rate)
+        print(f"round {n + 1}: import {seconds:6.2f} s {imports[-1]:>10,.0f} rows/s,"
+              f" ceiling {rate:>10,.0f} rows/s, ratio {imports[-1] / rate:.2f}")
+    again, second = timed_import(dsn, importer)
     ratios = [i / top for i, top in zip(imports, ceilings, strict=True)]
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "file_rows": rows,
-        "file_bytes": path.stat().st_size,
+        "source_rows": rows,
         "import_rows_per_s": [round(r) for r in imports],
         "ceiling_rows_per_s": [round(r) for r in ceilings],
         "ratios": [round(r, 3) for r in ratios],
@@ -213,20 +210,48 @@ def main() -> None:
         "reimport_rows_written": second.rows_written,
         "rows_written": report.rows_written,
     }
-    print(f"farm file: {rows:,} rows ({result['file_bytes']:,} bytes)")
     print(f"import:    median {statistics.median(imports):>10,.0f} rows/s")
     print(f"ceiling:   median {statistics.median(ceilings):>10,.0f} rows/s ({mode}, {loaded:,}"
-          f" rows of {' and '.join(CEILING_TABLES)})")
+          f" rows of {', '.join(tables)})")
     print(f"ratio:     median {result['median_ratio']:.2f} x the ceiling (per round)")
     print(f"re-import: {again:8.2f} s  ({second.rows_written} rows written)")
+    return result
+
+
+def save(result: dict[str, Any], name: str) -> None:
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"import_agentfarm_{result['when'].replace(':', '')}.json"
+    out = RESULTS / f"{name}_{result['when'].replace(':', '')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"results:   {out}")
 
 
-def await_import(dsn: str, path: Path) -> tuple[float, Any]:
-    return asyncio.run(timed_import(dsn, path))
+def arguments(doc: str, prefix: str) -> tuple[argparse.Namespace, Path]:
+    """An import benchmark's options, and a scratch directory the server can read."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--dsn", help="maintenance DSN (default: a throwaway embedded server)")
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work.chmod(0o755)
+    return parser.parse_args(), work
+
+
+def main() -> None:
+    args, work = arguments(__doc__, "sim_bench_farm_")
+    path = work / "farm_sim.db"
+    rows = make_file(path, args.agents, args.steps)
+    print(f"farm file: {rows:,} rows ({path.stat().st_size:,} bytes)")
+    with (
+        server(args.dsn) as maintenance,
+        fresh_database(maintenance, "sim_bench_import") as dsn,
+        psycopg.connect(dsn, options=f"-c search_path={SCHEMA}") as c,
+    ):
+        result = side_by_side(
+            c, dsn, lambda store: import_agentfarm(store, [path], progress=False), rows,
+            args.rounds, work, CEILING_TABLES,
+        )  # fmt: skip
+    save({**result, "file_bytes": path.stat().st_size}, "import_agentfarm")
 
 
 if __name__ == "__main__":

@@ -18,16 +18,8 @@ rounds side by side, the ratio taken per round, a CHECKPOINT before every timed 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import statistics
 import sys
-import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -36,9 +28,8 @@ from psycopg.conninfo import make_conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from predecessors.onesim_schema import create_schema
 
-from benchmarks.import_agentfarm import RESULTS, checkpoint, dump_stored, empty_schema, load_rate
+from benchmarks.import_agentfarm import arguments, save, side_by_side
 from benchmarks.server import SCHEMA, fresh_database, server
-from sim_schema import Settings, Store
 from sim_schema.importers.onesim import import_onesim
 
 CEILING_TABLES = ("agent_states_data", "environment_states", "events", "agent_decisions")
@@ -101,67 +92,20 @@ def make_source(maintenance: str, agents: int, steps: int) -> tuple[str, int]:
     return dsn, rows
 
 
-async def timed_import(dsn: str, source: str) -> tuple[float, Any]:
-    with psycopg.connect(dsn) as c:
-        checkpoint(c)
-    async with Store(Settings(dsn=dsn, schema_name=SCHEMA)) as store:
-        t0 = time.perf_counter()
-        report = await import_onesim(store, source, progress=False)
-        return time.perf_counter() - t0, report
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", help="maintenance DSN (default: a throwaway embedded server)")
-    parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sim_bench_onesim_"))
-    work.chmod(0o755)
-    imports: list[float] = []
-    ceilings: list[float] = []
+    args, work = arguments(__doc__, "sim_bench_onesim_")
     with (
         server(args.dsn) as maintenance,
         fresh_database(maintenance, "sim_bench_import_onesim") as dsn,
         psycopg.connect(dsn, options=f"-c search_path={SCHEMA}") as c,
     ):
         source, rows = make_source(maintenance, args.agents, args.steps)
-        for n in range(args.rounds):
-            if n:
-                empty_schema(c)
-            seconds, report = asyncio.run(timed_import(dsn, source))
-            imports.append(rows / seconds)
-            dumps, loaded = dump_stored(c, work, CEILING_TABLES)
-            rate, mode = load_rate(c, dumps, loaded)
-            ceilings.append(rate)
-            print(f"round {n + 1}: import {seconds:6.2f} s {imports[-1]:>10,.0f} rows/s,"
-                  f" ceiling {rate:>10,.0f} rows/s, ratio {imports[-1] / rate:.2f}")
-        again, second = asyncio.run(timed_import(dsn, source))
-    ratios = [i / top for i, top in zip(imports, ceilings, strict=True)]
-    result = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source_rows": rows,
-        "import_rows_per_s": [round(r) for r in imports],
-        "ceiling_rows_per_s": [round(r) for r in ceilings],
-        "ratios": [round(r, 3) for r in ratios],
-        "median_ratio": round(statistics.median(ratios), 3),
-        "ceiling_mode": mode,
-        "ceiling_rows": loaded,
-        "reimport_seconds": round(again, 3),
-        "reimport_rows_written": second.rows_written,
-        "rows_written": report.rows_written,
-    }
-    print(f"source:    {rows:,} rows")
-    print(f"import:    median {statistics.median(imports):>10,.0f} rows/s")
-    print(f"ceiling:   median {statistics.median(ceilings):>10,.0f} rows/s ({mode}, {loaded:,}"
-          f" rows of {', '.join(CEILING_TABLES)})")
-    print(f"ratio:     median {result['median_ratio']:.2f} x the ceiling (per round)")
-    print(f"re-import: {again:8.2f} s  ({second.rows_written} rows written)")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"import_onesim_{result['when'].replace(':', '')}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"results:   {out}")
+        print(f"source:    {rows:,} rows")
+        result = side_by_side(
+            c, dsn, lambda store: import_onesim(store, source, progress=False), rows,
+            args.rounds, work, CEILING_TABLES,
+        )  # fmt: skip
+    save(result, "import_onesim")
 
 
 if __name__ == "__main__":

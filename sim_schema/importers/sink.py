@@ -44,7 +44,7 @@ from psycopg import sql
 from ..catalog import SPECS, Column, spec_of, table
 from ..errors import ConnectionFailed, ReplayConflict, SimSchemaError, SourceError, ValidationError
 from ..ingest.resume import stored_steps
-from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch, set_wire_types
+from ..ingest.writer import WIRE_TYPE, BulkWriter, CopyBatch, set_wire_types, write_rows
 from ..pgerrors import translate
 from ..repositories.imported import insert_if_absent, insert_many_if_absent
 from ..store import Store
@@ -398,8 +398,7 @@ async def _copy_rows(
         sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, cols)
     ) as copy:
         set_wire_types(cur, copy, [WIRE_TYPE[c.kind] for c in columns])
-        for r in rows:
-            await copy.write_row(r)
+        await write_rows(copy, rows)
 
 
 async def _refuse_changed(

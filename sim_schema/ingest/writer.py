@@ -314,14 +314,18 @@ async def _copy(
 ) -> None:
     async with conn.cursor() as cur, cur.copy(target.copy_sql(into)) as copy:
         set_wire_types(cur, copy, target.types)
-        # rows formatted into the COPY's buffer, which is sent when full: one await a
-        # buffer, not one a row
-        format_row = copy.formatter.write_row
-        for r in rows:
-            if data := format_row(r):
-                await copy.write(data)
+        await write_rows(copy, rows)
         if before_end is not None:
             await before_end()
+
+
+async def write_rows(copy: psycopg.AsyncCopy, rows: Iterable[Sequence[Any]]) -> None:
+    """`rows` formatted into the COPY's buffer, which is sent when full: one await a
+    buffer, not one a row (`copy.write_row` awaits each row)."""
+    format_row = copy.formatter.write_row
+    for r in rows:
+        if data := format_row(r):
+            await copy.write(data)
 
 
 async def _write_checked(
